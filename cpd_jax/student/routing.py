@@ -1,0 +1,59 @@
+"""Switch-style top-k routing and the paper's load-balancing loss (Eq. 2).
+
+The router runs in float32 whatever the model's dtype (flaxformer's advice: routing
+decisions are sensitive to rounding). Everything here is a pure function of arrays.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+
+
+@chex.dataclass(frozen=True)
+class Routing:
+    """Which experts each token goes to, and with what weight.
+
+    expert_index: int32[N, k]   the k chosen experts per token, best first.
+    gate_weights: float32[N, k] their probabilities renormalised to sum to 1.
+    router_probs: float32[N, E] softmax of the router logits.
+    """
+
+    expert_index: jax.Array
+    gate_weights: jax.Array
+    router_probs: jax.Array
+
+
+def route_top_k(router_logits: jax.Array, k: int) -> Routing:
+    """Top-k routing of float[N, E] logits (k <= E)."""
+    probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
+    top_probs, top_index = jax.lax.top_k(probs, k)
+    weights = top_probs / jnp.sum(top_probs, axis=-1, keepdims=True)
+    return Routing(expert_index=top_index.astype(jnp.int32), gate_weights=weights,
+                   router_probs=probs)
+
+
+def _cv_squared(x: jax.Array) -> jax.Array:
+    """Squared coefficient of variation var(x) / mean(x)^2 of float[E] (population var)."""
+    mean = jnp.mean(x)
+    return jnp.var(x) / (mean**2 + 1e-10)
+
+
+def expert_importance_and_load(routing: Routing, token_mask: jax.Array | None = None):
+    """Per-expert importance (sum of router probs) and load (tokens assigned).
+
+    token_mask: bool/float[N] or None; padded tokens do not count.
+    Returns (importance float32[E], load float32[E]).
+    """
+    num_experts = routing.router_probs.shape[-1]
+    mask = (jnp.ones(routing.router_probs.shape[:1]) if token_mask is None
+            else token_mask.astype(jnp.float32))
+    importance = jnp.sum(routing.router_probs * mask[:, None], axis=0)
+    assigned = jax.nn.one_hot(routing.expert_index, num_experts).sum(axis=1)  # [N, E]
+    load = jnp.sum(assigned * mask[:, None], axis=0)
+    return importance, load
+
+
+def load_balancing_loss(routing: Routing, token_mask: jax.Array | None = None) -> jax.Array:
+    """Eq. (2): L_aux = (CV(importance)^2 + CV(load)^2) / 2, a float32 scalar."""
+    importance, load = expert_importance_and_load(routing, token_mask)
+    return 0.5 * (_cv_squared(importance) + _cv_squared(load))
