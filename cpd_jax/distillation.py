@@ -1,0 +1,189 @@
+"""Policy distillation: teacher trajectories -> windows -> MSE(student, teacher means).
+
+Pure pieces: `WindowSource` (device arrays), `sample_batch`, `make_train_step`
+(`(state, key) -> (state, metrics)`). Only `distill` (the host loop: logging, NaN
+guard) is impure.
+"""
+
+import time
+from typing import Callable, Sequence
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from cpd_jax.data.rollouts import Trajectories
+from cpd_jax.student.inputs import History, student_inputs
+
+
+@flax.struct.dataclass
+class WindowSource:
+    """Trajectories left-padded by L-1 steps so any window is a static-size slice.
+
+    obs float32[N, T+L-1, 39]; actions (teacher means) float32[N, T+L-1, 4];
+    rewards float32[N, T+L-1]; lengths int32[N]; task_id int32[N].
+    Step t of episode n lives at index t + L - 1.
+    """
+
+    obs: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+    lengths: jax.Array
+    task_id: jax.Array
+    seq_len: int = flax.struct.field(pytree_node=False)
+
+    @property
+    def num_windows(self) -> int:
+        """One window ends at every valid step of every episode."""
+        return int(np.sum(np.asarray(self.lengths)))
+
+
+def make_window_source(trajectories: Sequence[Trajectories], seq_len: int) -> WindowSource:
+    """Stacks the episodes of several tasks (same T) into one padded `WindowSource`."""
+    if not trajectories:
+        raise ValueError("no trajectories to distill from")
+    pad = seq_len - 1
+
+    def stack(name):
+        x = np.concatenate([getattr(t, name) for t in trajectories]).astype(np.float32)
+        widths = [(0, 0), (pad, 0)] + [(0, 0)] * (x.ndim - 2)
+        return jnp.asarray(np.pad(x, widths))
+
+    return WindowSource(
+        obs=stack("obs"), actions=stack("actions"), rewards=stack("rewards"),
+        lengths=jnp.asarray(np.concatenate([t.lengths for t in trajectories]), jnp.int32),
+        task_id=jnp.asarray(np.concatenate(
+            [np.full(t.num_episodes, t.task_id) for t in trajectories]), jnp.int32),
+        seq_len=seq_len)
+
+
+def window(source: WindowSource, episode: jax.Array, end: jax.Array):
+    """The window of `episode` ending at step `end` (a scalar each).
+
+    Returns (History of batch size 1 without the batch axis, targets float32[L, 4]).
+    """
+    length = source.seq_len
+
+    def take(x):
+        return jax.lax.dynamic_slice_in_dim(x[episode], end, length, axis=0)
+
+    # The action/reward *before* step t sits one index earlier in the padded arrays;
+    # index end-1 may reach one slot into the padding, which is zeros (clip keeps
+    # end=0's slice in range, and its first element is masked invalid anyway).
+    prev = lambda x: jax.lax.dynamic_slice_in_dim(x[episode], jnp.maximum(end - 1, 0),
+                                                  length, axis=0)
+    steps = end - (length - 1) + jnp.arange(length)  # episode step index of each slot
+    valid = steps >= 0
+    prev_actions = jnp.where((steps >= 1)[:, None], prev(source.actions), 0.0)
+    prev_rewards = jnp.where(steps >= 1, prev(source.rewards), 0.0)
+    history = History(obs=take(source.obs), prev_actions=prev_actions,
+                      prev_rewards=prev_rewards, valid=valid, task_id=source.task_id[episode])
+    return history, take(source.actions)
+
+
+def sample_batch(key: jax.Array, source: WindowSource, batch_size: int):
+    """Windows ending at uniformly random valid steps. Returns (History, float32[B, L, 4])."""
+    k_ep, k_t = jax.random.split(key)
+    episode = jax.random.randint(k_ep, (batch_size,), 0, source.obs.shape[0])
+    # Uniform over steps of the chosen episode (episodes are equally long in Meta-World).
+    end = jnp.floor(jax.random.uniform(k_t, (batch_size,)) * source.lengths[episode])
+    return jax.vmap(lambda e, t: window(source, e, t))(episode, end.astype(jnp.int32))
+
+
+@flax.struct.dataclass
+class DistillState:
+    params: chex.ArrayTree
+    opt_state: optax.OptState
+    step: jax.Array
+    key: jax.Array
+
+
+def aux_coefficient(step, start: float, decay_per_step: float, minimum: float):
+    """Paper Table 6: lambda = 0.01 decreasing by 5e-5 per step down to 1e-4."""
+    return jnp.maximum(start - decay_per_step * step, minimum)
+
+
+def distillation_loss(params, model, history: History, targets, aux_coef, context_kind,
+                      embed_fn=None):
+    """MSE over valid steps between student and teacher action means + aux_coef * L_aux.
+
+    Returns (loss, metrics dict)."""
+    inputs = student_inputs(context_kind, history, embed_fn)
+    predicted, aux = model.apply({"params": params}, inputs, history.valid)
+    mask = history.valid.astype(jnp.float32)[..., None]
+    mse = jnp.sum(jnp.square(predicted - targets) * mask) / (
+        jnp.sum(mask) * targets.shape[-1])
+    loss = mse + aux_coef * aux["aux_loss"]
+    return loss, {"loss": loss, "mse": mse, "aux_loss": aux["aux_loss"], "aux_coef": aux_coef}
+
+
+def make_train_step(model, tx: optax.GradientTransformation, distill_config,
+                    context_kind: str = "none", embed_fn=None) -> Callable:
+    """A jitted `(state, source) -> (state, metrics)` doing one AdamW step on a batch."""
+    cfg = distill_config
+
+    @jax.jit
+    def train_step(state: DistillState, source: WindowSource):
+        key, sample_key = jax.random.split(state.key)
+        history, targets = sample_batch(sample_key, source, cfg.batch_size)
+        coef = aux_coefficient(state.step, cfg.aux_coef_start, cfg.aux_coef_decay,
+                               cfg.aux_coef_min)
+        grads, metrics = jax.grad(distillation_loss, has_aux=True)(
+            state.params, model, history, targets, coef, context_kind, embed_fn)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics["grad_norm"] = optax.global_norm(grads)
+        return DistillState(params=params, opt_state=opt_state, step=state.step + 1,
+                            key=key), metrics
+
+    return train_step
+
+
+def num_train_steps(distill_config, source: WindowSource) -> int:
+    """`max_steps` if set, else epochs * windows / batch (an epoch = every window once)."""
+    if distill_config.max_steps > 0:
+        return int(distill_config.max_steps)
+    return int(np.ceil(distill_config.epochs * source.num_windows / distill_config.batch_size))
+
+
+def make_optimizer(distill_config, num_steps: int) -> optax.GradientTransformation:
+    """AdamW with the configured learning-rate schedule (frozen-leaf masks wrap this)."""
+    cfg = distill_config
+    if cfg.lr_schedule == "constant":
+        lr = cfg.learning_rate
+    elif cfg.lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(cfg.learning_rate, max(num_steps, 1), alpha=0.1)
+    else:
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose constant or cosine")
+    return optax.adamw(lr, weight_decay=cfg.weight_decay)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised by `distill` when the loss becomes NaN or inf."""
+
+
+def distill(state: DistillState, train_step, source: WindowSource, num_steps: int,
+            log_every: int = 100, label: str = "distill"):
+    """Runs `num_steps` train steps; logs progress; stops on a non-finite loss.
+
+    Returns (state, history list of metric dicts at each log point).
+    """
+    history, start = [], time.time()
+    for i in range(1, num_steps + 1):
+        state, metrics = train_step(state, source)
+        if i % log_every == 0 or i == num_steps:
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            if not np.isfinite(m["loss"]):
+                raise NonFiniteLossError(
+                    f"{label}: loss became {m['loss']} at step {int(state.step)}; "
+                    "the last checkpoint (if any) is untouched")
+            m["step"] = int(state.step)
+            history.append(m)
+            rate = i / (time.time() - start)
+            logging.info("%s step %d/%d loss %.5f mse %.5f aux %.4f (%.1f steps/s)",
+                         label, i, num_steps, m["loss"], m["mse"], m["aux_loss"], rate)
+    return state, history
