@@ -107,23 +107,38 @@ def aux_coefficient(step, start: float, decay_per_step: float, minimum: float):
     return jnp.maximum(start - decay_per_step * step, minimum)
 
 
+def masked_mse(predicted, targets, valid):
+    """Mean squared error over valid steps and action dims: float[B, L, A] x2, bool[B, L]."""
+    mask = valid.astype(jnp.float32)[..., None]
+    return jnp.sum(jnp.square(predicted - targets) * mask) / (jnp.sum(mask) * targets.shape[-1])
+
+
 def distillation_loss(params, model, history: History, targets, aux_coef, context_kind,
-                      embed_fn=None):
-    """MSE over valid steps between student and teacher action means + aux_coef * L_aux.
+                      embed_fn=None, obs_norm=None, penalty_fn=None):
+    """MSE over valid steps between student and teacher action means + aux_coef * L_aux
+    (+ penalty_fn(params, inputs, valid) for the EWC / KL baselines).
 
     Returns (loss, metrics dict)."""
-    inputs = student_inputs(context_kind, history, embed_fn)
+    inputs = student_inputs(context_kind, history, embed_fn, obs_norm)
     predicted, aux = model.apply({"params": params}, inputs, history.valid)
-    mask = history.valid.astype(jnp.float32)[..., None]
-    mse = jnp.sum(jnp.square(predicted - targets) * mask) / (
-        jnp.sum(mask) * targets.shape[-1])
+    mse = masked_mse(predicted, targets, history.valid)
     loss = mse + aux_coef * aux["aux_loss"]
-    return loss, {"loss": loss, "mse": mse, "aux_loss": aux["aux_loss"], "aux_coef": aux_coef}
+    metrics = {"mse": mse, "aux_loss": aux["aux_loss"], "aux_coef": aux_coef}
+    if penalty_fn is not None:
+        metrics["penalty"] = penalty_fn(params, inputs, history.valid)
+        loss = loss + metrics["penalty"]
+    metrics["loss"] = loss
+    return loss, metrics
 
 
 def make_train_step(model, tx: optax.GradientTransformation, distill_config,
-                    context_kind: str = "none", embed_fn=None) -> Callable:
-    """A jitted `(state, source) -> (state, metrics)` doing one AdamW step on a batch."""
+                    context_kind: str = "none", embed_fn=None, obs_norm=None,
+                    penalty_fn=None, frozen=None) -> Callable:
+    """A jitted `(state, source) -> (state, metrics)` doing one optimizer step on a batch.
+
+    frozen: optional pytree of Python bools (`continual.freezing.frozen_mask`); frozen
+    leaves are returned as the very same arrays (bitwise unchanged).
+    """
     cfg = distill_config
 
     @jax.jit
@@ -133,9 +148,14 @@ def make_train_step(model, tx: optax.GradientTransformation, distill_config,
         coef = aux_coefficient(state.step, cfg.aux_coef_start, cfg.aux_coef_decay,
                                cfg.aux_coef_min)
         grads, metrics = jax.grad(distillation_loss, has_aux=True)(
-            state.params, model, history, targets, coef, context_kind, embed_fn)
+            state.params, model, history, targets, coef, context_kind, embed_fn, obs_norm,
+            penalty_fn)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        if frozen is None:
+            params = optax.apply_updates(state.params, updates)
+        else:
+            from cpd_jax.continual import freezing
+            params = freezing.apply_updates(state.params, updates, frozen)
         metrics["grad_norm"] = optax.global_norm(grads)
         return DistillState(params=params, opt_state=opt_state, step=state.step + 1,
                             key=key), metrics

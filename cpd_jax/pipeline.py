@@ -23,7 +23,7 @@ from cpd_jax.envs import make_env, validate_tasks
 from cpd_jax.envs.variations import NUM_VARIATIONS
 from cpd_jax.evaluation import closed_loop
 from cpd_jax.student import Student, StudentSpec
-from cpd_jax.student.inputs import context_dim
+from cpd_jax.student.inputs import context_dim, fit_obs_norm
 from cpd_jax.teachers import make_teacher
 
 
@@ -108,8 +108,9 @@ def train_and_evaluate(config, workdir) -> dict:
     source = distillation.make_window_source(trajs, config.student.seq_len)
     num_steps = distillation.num_train_steps(config.distill, source)
     tx = distillation.make_optimizer(config.distill, num_steps)
+    obs_norm = fit_obs_norm(np.concatenate([t.obs.reshape(-1, t.obs.shape[-1]) for t in trajs]))
     step_fn = distillation.make_train_step(model, tx, config.distill,
-                                           config.student.task_context)
+                                           config.student.task_context, obs_norm=obs_norm)
     state = distillation.DistillState(params=params, opt_state=tx.init(params),
                                       step=jnp.zeros((), jnp.int32), key=key_train)
     logging.info("distilling %d tasks, %d windows, %d steps", len(tasks),
@@ -120,7 +121,8 @@ def train_and_evaluate(config, workdir) -> dict:
     t_train = time.time() - t0
 
     t0 = time.time()
-    policy = closed_loop.student_policy(model, state.params, config.student.task_context)
+    policy = closed_loop.student_policy(model, state.params, config.student.task_context,
+                                        obs_norm=obs_norm)
     per_task = closed_loop.evaluate_tasks(
         lambda ts: make_env(config.env.backend, ts), policy, tasks, eval_variations(config),
         config.student.seq_len)

@@ -14,7 +14,7 @@ def get_config():
     c.student.num_experts = 4
     c.student.seq_len = 10
     c.distill.batch_size = 64
-    c.distill.max_steps = 6000
+    c.distill.max_steps = 4000
     c.distill.learning_rate = 1e-3  # small model, short run: a larger step is stable
     c.distill.lr_schedule = "cosine"  # settles the precise end-points (reach) late in training
     c.distill.aux_coef_decay = 1e-5

@@ -75,13 +75,13 @@ def evaluate_tasks(make_env: Callable[[Sequence[str]], BatchedEnv], policy,
             for i, t in enumerate(tasks)}
 
 
-def student_policy(model, params, context_kind: str, embed_fn=None):
+def student_policy(model, params, context_kind: str, embed_fn=None, obs_norm=None):
     """A jitted `History -> float32[B, 4]`: the student's action at the last step."""
     from cpd_jax.student.inputs import student_inputs
 
     @jax.jit
     def act(params, history: History):  # params as an argument: no constant folding
-        inputs = student_inputs(context_kind, history, embed_fn)
+        inputs = student_inputs(context_kind, history, embed_fn, obs_norm)
         actions, _ = model.apply({"params": params}, inputs, history.valid)
         return actions[:, -1]
 

@@ -32,19 +32,46 @@ class History:
     task_id: jax.Array
 
 
+@chex.dataclass(frozen=True)
+class ObsNorm:
+    """Per-feature standardisation of observations: (obs - mean) / std, float32[39] each.
+
+    Meta-World features move over a few centimetres (std ~0.05), so without it the goal
+    and hand positions barely register against the learned embeddings. Fit once on the
+    first data the student sees and keep it fixed afterwards (continual stages must not
+    shift the input space under old tasks).
+    """
+
+    mean: jax.Array
+    std: jax.Array
+
+
+def fit_obs_norm(obs, min_std: float = 1e-2) -> ObsNorm:
+    """ObsNorm from float[..., 39] observations; constant features get std `min_std`."""
+    flat = jnp.asarray(obs, jnp.float32).reshape(-1, obs.shape[-1])
+    return ObsNorm(mean=jnp.mean(flat, 0), std=jnp.maximum(jnp.std(flat, 0), min_std))
+
+
+def identity_obs_norm(obs_dim: int = 39) -> ObsNorm:
+    return ObsNorm(mean=jnp.zeros(obs_dim), std=jnp.ones(obs_dim))
+
+
 def context_dim(kind: str, embedding_dim: int) -> int:
     """Width of the per-step task context for `kind` ("none", "onehot", "contrastive")."""
     return {"none": 0, "onehot": NUM_TASK_IDS, "contrastive": embedding_dim}[kind]
 
 
-def student_inputs(kind: str, history: History, embed_fn=None) -> jax.Array:
-    """float32[B, L, 39 + context_dim]: observations with the task context appended.
+def student_inputs(kind: str, history: History, embed_fn=None,
+                   obs_norm: ObsNorm | None = None) -> jax.Array:
+    """float32[B, L, 39 + context_dim]: standardised observations, task context appended.
 
     kind "none": observations only (the No-TE ablation); "onehot": one-hot MT25 id
     (an oracle for comparison); "contrastive": z = embed_fn(history) float32[B, Z] from
     the (s, a, r) history (paper §4.3), the same z appended to every step.
     """
     obs = history.obs.astype(jnp.float32)
+    if obs_norm is not None:
+        obs = (obs - obs_norm.mean) / obs_norm.std
     if kind == "none":
         return obs
     if kind == "onehot":
