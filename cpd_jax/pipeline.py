@@ -38,12 +38,17 @@ def eval_variations(config) -> list[int]:
             for i in range(config.eval.episodes_per_task)]
 
 
-def collect_or_load(config, task: str, data_dir: pathlib.Path) -> rollouts.Trajectories:
+def data_dir(config, workdir) -> pathlib.Path:
+    """Where teacher rollouts live: `config.data.dir`, else `<workdir>/data`."""
+    return pathlib.Path(config.data.dir) if config.data.dir else pathlib.Path(workdir) / "data"
+
+
+def collect_or_load(config, task: str, directory: pathlib.Path) -> rollouts.Trajectories:
     """Teacher rollouts of `task`: loaded if the workdir has them, else collected+saved."""
-    if rollouts.exists(data_dir, task):
-        traj = rollouts.load(data_dir, task)
+    if rollouts.exists(directory, task):
+        traj = rollouts.load(directory, task)
         if traj.num_episodes >= config.data.episodes_per_task:
-            logging.info("loaded %d %s episodes from %s", traj.num_episodes, task, data_dir)
+            logging.info("loaded %d %s episodes from %s", traj.num_episodes, task, directory)
             return traj.select(slice(0, config.data.episodes_per_task))
     teacher = make_teacher(config.teacher, task)
     variations = train_variations(config.data, config.data.episodes_per_task)
@@ -56,7 +61,7 @@ def collect_or_load(config, task: str, data_dir: pathlib.Path) -> rollouts.Traje
     traj = rollouts.Trajectories(task=task, **{
         k: np.concatenate([getattr(c, k) for c in chunks])
         for k in ("obs", "actions", "rewards", "success", "lengths", "variations")})
-    rollouts.save(data_dir, traj, {"backend": config.env.backend,
+    rollouts.save(directory, traj, {"backend": config.env.backend,
                                    "teacher": config.teacher.kind,
                                    "noise_std": config.data.collect_noise_std,
                                    "seed": config.seed})
@@ -101,7 +106,7 @@ def train_and_evaluate(config, workdir) -> dict:
         raise ValueError(f"unknown protocol {config.protocol!r}")
     key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
 
-    trajs = [collect_or_load(config, t, workdir / "data") for t in tasks]
+    trajs = [collect_or_load(config, t, data_dir(config, workdir)) for t in tasks]
     t_data = time.time() - start
 
     model, params = init_student(config, key_init)

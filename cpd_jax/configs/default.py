@@ -12,7 +12,8 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0  # one seed drives collection noise, init, batches and evaluation order
     c.tasks = MT10_TASKS  # task stream, in the paper's worker-id order
-    c.protocol = "joint"  # "joint": one stage with every task
+    c.protocol = "joint"  # "joint": one stage with every task; "stages": Algorithm 1
+    c.method = "ours"  # continual method (cpd_jax/continual/methods.py), protocol "stages"
 
     c.env = ml_collections.ConfigDict()
     c.env.backend = "reference"  # "reference" (metaworld on CPU MuJoCo) or "mjx"
@@ -27,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_train_variations = 40  # variations 0..39 for data; 40..49 held out
     c.data.collect_noise_std = 0.1  # executed-action noise (labels stay clean), DART-style
     c.data.collect_batch = 64  # envs stepped together while collecting
+    c.data.dir = ""  # rollouts directory; "" = <workdir>/data (share it across runs)
 
     c.student = ml_collections.ConfigDict()
     c.student.dim = 256  # hidden size (Table 6)
@@ -52,6 +54,23 @@ def get_config() -> ml_collections.ConfigDict:
     c.distill.aux_coef_decay = 5e-5  # lambda decrease per step (Table 6)
     c.distill.aux_coef_min = 1e-4  # lambda floor (Table 6)
     c.distill.log_every = 200  # steps between progress lines
+
+    c.continual = ml_collections.ConfigDict()
+    c.continual.stage_sizes = (10,)  # tasks per stage, in stream order (protocol "stages")
+    c.continual.new_experts_per_stage = 2  # experts added per MoE layer at stages >= 2
+    c.continual.sigma_init = 0.01  # std of the noise on copied experts (§4.2)
+    c.continual.gate_bias_init = -5.0  # cold-start router bias of new experts (§4.2)
+    c.continual.freeze_backbone = True  # False = "No Shared-Frozen" ablation
+    c.continual.freeze_gating = True  # False = "No Freeze-Gating" ablation (one phase)
+    c.continual.phase1_fraction = 0.5  # share of a stage's steps in phase 1
+    c.continual.replay_fraction = 0.1  # replay budget: <= 10% of a stage's trajectories
+    c.continual.replay_selector = "dpp"  # "dpp", "farthest" or "random" (§4.4)
+    c.continual.ewc_coef = 100.0  # EWC baseline penalty strength
+    c.continual.fisher_batches = 8  # minibatches for the EWC diagonal Fisher
+    c.continual.kl_coef = 1.0  # KL baseline penalty strength
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.max_to_keep = 10  # stage checkpoints kept (one per finished stage)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.episodes_per_task = 20  # evaluation episodes per task

@@ -1,0 +1,247 @@
+"""Algorithm 1: continual distillation over a stream of stages.
+
+Per stage k: load/collect teacher data of the stage's tasks; (k >= 2) add experts;
+train on stage data + replay with the phase schedule (optax freezing); pick replay
+trajectories (DPP); evaluate on every task seen so far (row k of the accuracy matrix
+R); checkpoint. Restarting the same command resumes after the last finished stage.
+Every stage's randomness is `fold_in(seed, stage)`, so a resumed run reproduces an
+uninterrupted one.
+"""
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from cpd_jax import checkpointing, distillation, pipeline
+from cpd_jax.continual import freezing, penalties
+from cpd_jax.continual.methods import Method, get_method
+from cpd_jax.data import replay as replay_lib
+from cpd_jax.data.rollouts import Trajectories
+from cpd_jax.envs import make_env, validate_tasks
+from cpd_jax.evaluation import closed_loop, metrics, report
+from cpd_jax.student import Student, StudentSpec, growth, num_experts
+from cpd_jax.student.inputs import ObsNorm, fit_obs_norm
+
+CHECKPOINT_FORMAT = "cpd_jax.continual/v1"
+
+
+def split_stages(tasks, stage_sizes) -> list[tuple[str, ...]]:
+    """The task stream cut into consecutive stages of the given sizes."""
+    tasks = validate_tasks(tasks)
+    if sum(stage_sizes) != len(tasks) or min(stage_sizes) < 1:
+        raise ValueError(f"stage sizes {tuple(stage_sizes)} do not partition "
+                         f"{len(tasks)} tasks")
+    bounds = np.cumsum([0, *stage_sizes])
+    return [tasks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything a later stage (or a resumed run) needs.
+
+    R: float64[S, T] success of task j after stage i (NaN: not yet seen / not run).
+    """
+
+    stages_done: int
+    params: dict
+    obs_norm: ObsNorm
+    replay: replay_lib.ReplayBuffer
+    R: np.ndarray
+    teacher_success: np.ndarray  # float64[T], NaN until the task's data exists
+    opt_state: object = None
+
+
+def _student(config, n_experts: int) -> Student:
+    spec = dataclasses.replace(StudentSpec.from_config(config.student), num_experts=n_experts)
+    return Student(spec)
+
+
+def _optimizer(config, method: Method, params, num_old: int, stage: int, phase: int,
+               num_steps: int):
+    """(tx, frozen mask or None) for one phase of one stage (stage is 1-based)."""
+    if method.freeze:
+        tx = freezing.make_optimizer(
+            params, num_old, stage, phase, config.distill.learning_rate,
+            config.distill.weight_decay, freeze_backbone=config.continual.freeze_backbone,
+            freeze_gating=config.continual.freeze_gating)
+        trainable = freezing.trainable_labels(stage, phase, config.continual.freeze_backbone,
+                                              config.continual.freeze_gating)
+        return tx, freezing.frozen_mask(params, num_old, trainable)
+    tx = distillation.make_optimizer(config.distill, num_steps)
+    if method.optimizer == "trac":
+        from cpd_jax.continual import trac
+        tx = trac.trac(tx)
+    return tx, None
+
+
+def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, key):
+    """EWC / KL penalty anchored at the previous stage's student (None otherwise)."""
+    if method.penalty == "none" or prev_params is None:
+        return None
+    if method.penalty == "kl":
+        return penalties.kl_penalty(model, prev_params, config.continual.kl_coef)
+    if method.penalty == "ewc":
+        batches = []
+        for i in range(config.continual.fisher_batches):
+            history, targets = distillation.sample_batch(jax.random.fold_in(key, i),
+                                                         prev_source, config.distill.batch_size)
+            from cpd_jax.student.inputs import student_inputs
+            inputs = student_inputs(config.student.task_context, history, None, obs_norm)
+            batches.append((inputs, history.valid, targets))
+        fisher = penalties.diagonal_fisher(model, prev_params, batches)
+        return penalties.ewc_penalty(prev_params, fisher, config.continual.ewc_coef)
+    raise ValueError(f"unknown penalty {method.penalty!r}")
+
+
+def train_stage(config, method: Method, params, num_old: int, stage: int, source,
+                obs_norm: ObsNorm, key, penalty_fn=None):
+    """All phases of one stage. Returns (params, opt_state, curve)."""
+    model = _student(config, num_experts(params))
+    total = distillation.num_train_steps(config.distill, source)
+    phase_ids = freezing.phases(stage, config.continual.freeze_gating) if method.freeze else (1,)
+    fractions = ([config.continual.phase1_fraction, 1 - config.continual.phase1_fraction]
+                 if len(phase_ids) == 2 else [1.0])
+    curve, opt_state = [], None
+    for phase, fraction in zip(phase_ids, fractions):
+        steps = max(1, int(round(total * fraction)))
+        tx, frozen = _optimizer(config, method, params, num_old, stage, phase, steps)
+        step_fn = distillation.make_train_step(model, tx, config.distill,
+                                               config.student.task_context,
+                                               obs_norm=obs_norm, penalty_fn=penalty_fn,
+                                               frozen=frozen)
+        state = distillation.DistillState(params=params, opt_state=tx.init(params),
+                                          step=jnp.zeros((), jnp.int32),
+                                          key=jax.random.fold_in(key, phase))
+        state, phase_curve = distillation.distill(
+            state, step_fn, source, steps, config.distill.log_every,
+            label=f"stage {stage} phase {phase}")
+        params, opt_state = state.params, state.opt_state
+        curve += [dict(m, phase=phase) for m in phase_curve]
+    return params, opt_state, curve
+
+
+def evaluate_seen(config, params, obs_norm, tasks) -> dict:
+    model = _student(config, num_experts(params))
+    policy = closed_loop.student_policy(model, params, config.student.task_context,
+                                        obs_norm=obs_norm)
+    return closed_loop.evaluate_tasks(lambda ts: make_env(config.env.backend, ts), policy,
+                                      tasks, pipeline.eval_variations(config),
+                                      config.student.seq_len)
+
+
+def _save(ckpt, run: RunState, config, extra: dict):
+    tree = {"params": run.params, "obs_norm": {"mean": run.obs_norm.mean, "std": run.obs_norm.std},
+            "replay": run.replay.to_arrays(), "R": run.R, "teacher_success": run.teacher_success}
+    meta = {"format": CHECKPOINT_FORMAT, "stages_done": run.stages_done,
+            "num_experts": num_experts(run.params), "config": config.to_dict(), **extra}
+    ckpt.save(run.stages_done, tree, meta)
+
+
+def _restore(ckpt, config) -> RunState | None:
+    if ckpt.latest() is None:
+        return None
+    tree, meta = ckpt.restore()
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint in {ckpt.directory} has format {meta.get('format')!r}, "
+                         f"expected {CHECKPOINT_FORMAT}")
+    checkpointing.verify_config(meta, config.to_dict())
+    logging.info("resuming after stage %d (%d experts)", meta["stages_done"], meta["num_experts"])
+    return RunState(stages_done=meta["stages_done"], params=tree["params"],
+                    obs_norm=ObsNorm(mean=jnp.asarray(tree["obs_norm"]["mean"]),
+                                     std=jnp.asarray(tree["obs_norm"]["std"])),
+                    replay=replay_lib.ReplayBuffer.from_arrays(tree["replay"]),
+                    R=np.asarray(tree["R"]), teacher_success=np.asarray(tree["teacher_success"]))
+
+
+def run_continual(config, workdir) -> dict:
+    """Runs (or resumes) every stage; writes results.json/.md and plots; returns results."""
+    start = time.time()
+    workdir = pathlib.Path(workdir)
+    method = get_method(config.method)
+    stages = split_stages(config.tasks, config.continual.stage_sizes)
+    tasks = [t for s in stages for t in s]
+    stage_of_task = np.array([k for k, s in enumerate(stages) for _ in s])
+    ckpt = checkpointing.RunCheckpointer(workdir / "checkpoints",
+                                         max_to_keep=config.checkpoint.max_to_keep)
+    run = _restore(ckpt, config)
+    seed_key = jax.random.PRNGKey(config.seed)
+    timings = []
+    for k in range(run.stages_done if run else 0, len(stages)):
+        t0 = time.time()
+        key = jax.random.fold_in(seed_key, k)
+        k_init, k_grow, k_train, k_replay, k_pen = jax.random.split(key, 5)
+        data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir)) for t in stages[k]]
+        if run is None or method.fresh_student:
+            _, params = pipeline.init_student(config, k_init)
+            obs_norm = run.obs_norm if run else fit_obs_norm(
+                np.concatenate([d.obs.reshape(-1, d.obs.shape[-1]) for d in data]))
+            num_old, prev_params = 0, None
+        else:
+            prev_params, params, obs_norm = run.params, run.params, run.obs_norm
+            num_old = num_experts(params)
+            if method.expand:
+                params = growth.expand(params, config.continual.new_experts_per_stage, k_grow,
+                                       config.continual.sigma_init,
+                                       config.continual.gate_bias_init)
+        if run is None:
+            run = RunState(stages_done=0, params=params, obs_norm=obs_norm,
+                           replay=replay_lib.ReplayBuffer.empty(),
+                           R=np.full((len(stages), len(tasks)), np.nan),
+                           teacher_success=np.full(len(tasks), np.nan))
+        for d in data:
+            run.teacher_success[tasks.index(d.task)] = d.episode_success().mean()
+        replayed = run.replay.trajectories() if method.replay else []
+        source = distillation.make_window_source(data + replayed, config.student.seq_len)
+        penalty_fn = None
+        if prev_params is not None and method.penalty != "none":
+            prev_model = _student(config, num_experts(prev_params))
+            prev_source = distillation.make_window_source(
+                [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir)) for t in stages[k - 1]],
+                config.student.seq_len)
+            penalty_fn = _penalty(config, method, prev_model, prev_params, prev_source,
+                                  obs_norm, k_pen)
+        params, opt_state, curve = train_stage(config, method, params, num_old, k + 1, source,
+                                               obs_norm, k_train, penalty_fn)
+        if method.replay:
+            run.replay = run.replay.add(replay_lib.select(
+                data, config.continual.replay_fraction, config.continual.replay_selector,
+                config.student.seq_len, k_replay))
+        seen = [t for s in stages[:k + 1] for t in s]
+        eval_tasks = list(stages[k]) if method.fresh_student else seen
+        results = evaluate_seen(config, params, obs_norm, eval_tasks)
+        for t, r in results.items():
+            run.R[k, tasks.index(t)] = r["success_rate"]
+        if method.fresh_student:  # earlier tasks keep the score of the student trained on them
+            for t in seen[:-len(stages[k])]:
+                j = tasks.index(t)
+                run.R[k, j] = run.R[stage_of_task[j], j]
+        run.params, run.obs_norm, run.opt_state, run.stages_done = params, obs_norm, opt_state, k + 1
+        summary = metrics.summarize(run.R[:k + 1], stage_of_task)
+        logging.info("stage %d/%d done in %.0fs: Acc %.3f BWT %s experts %d", k + 1, len(stages),
+                     time.time() - t0, summary[k]["Acc"], summary[k]["BWT"],
+                     num_experts(params))
+        timings.append(time.time() - t0)
+        _save(ckpt, run, config, {"summary": summary, "curve_tail": curve[-1:]})
+    return write_continual_results(workdir, config, run, tasks, stage_of_task,
+                                   time.time() - start)
+
+
+def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task, wall):
+    summary = metrics.summarize(run.R, stage_of_task)
+    results = {"method": config.method, "seed": config.seed, "tasks": list(tasks),
+               "stage_of_task": stage_of_task.tolist(), "R": run.R.tolist(),
+               "summary": summary, "teacher_success": run.teacher_success.tolist(),
+               "num_experts": num_experts(run.params), "wall_time_s": wall,
+               "config": config.to_dict()}
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(workdir) / "results.json").write_text(json.dumps(results, indent=2,
+                                                                   default=float))
+    report.write_accuracy_matrix(workdir, run.R, tasks, stage_of_task)
+    return results

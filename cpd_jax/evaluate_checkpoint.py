@@ -1,0 +1,53 @@
+"""`--mode=eval`: restore a saved student (any stage, any expert count) and evaluate it.
+
+The student's structure comes from the checkpoint's metadata (its expert count and
+config), not from the command's config, so a checkpoint of stage 5 restores with the
+experts it grew.
+"""
+
+import json
+import pathlib
+
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from cpd_jax import checkpointing, pipeline
+from cpd_jax.envs import validate_tasks
+from cpd_jax.student.inputs import ObsNorm
+
+
+def restore_student(checkpoint_dir, step=None):
+    """(config of the run, params, ObsNorm, metadata) from a run's checkpoint directory."""
+    tree, meta = checkpointing.RunCheckpointer(checkpoint_dir).restore(step)
+    config = ml_collections.ConfigDict(meta["config"])
+    config.student.num_experts = meta["num_experts"]
+    obs_norm = ObsNorm(mean=jnp.asarray(tree["obs_norm"]["mean"]),
+                       std=jnp.asarray(tree["obs_norm"]["std"]))
+    return config, tree["params"], obs_norm, meta
+
+
+def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
+    """Evaluates the checkpoint on `tasks` (default: every task it has seen)."""
+    from cpd_jax.continual import stages
+
+    saved_config, params, obs_norm, meta = restore_student(checkpoint_dir)
+    if tasks is None:
+        seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
+        tasks = [t for s in seen[:meta["stages_done"]] for t in s]
+    tasks = validate_tasks(tasks)
+    # The command's config decides how to evaluate (episodes, variations, backend).
+    saved_config.eval = config.eval
+    saved_config.env = config.env
+    per_task = stages.evaluate_seen(saved_config, params, obs_norm, tasks)
+    out = {"checkpoint": str(checkpoint_dir), "stages_done": meta["stages_done"],
+           "num_experts": meta["num_experts"], "per_task": per_task}
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "eval_results.json").write_text(json.dumps(out, indent=2))
+    lines = ["| task | success | return |", "| --- | --- | --- |"]
+    lines += [f"| {t} | {r['success_rate']:.2f} | {r['mean_return']:.1f} |"
+              for t, r in per_task.items()]
+    (workdir / "eval_results.md").write_text("\n".join(lines) + "\n")
+    logging.info("evaluated %s on %d tasks -> %s", checkpoint_dir, len(tasks), workdir)
+    return out
