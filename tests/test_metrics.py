@@ -89,3 +89,48 @@ def test_stage_of_task_from_stages():
         metrics.stage_of_task_from_stages([["a"], ["b"]], tasks=["b", "a"]), [1, 0])
     with pytest.raises(ValueError, match="appears"):
         metrics.stage_of_task_from_stages([["a"], ["a"]])
+
+
+# --- report files -----------------------------------------------------------------------
+
+import json  # noqa: E402
+
+from cpd_jax.evaluation import report  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG"
+
+
+def test_write_accuracy_matrix(tmp_path):
+    paths = report.write_accuracy_matrix(tmp_path / "out", R, ["a", "b", "c", "d"], SOT)
+    assert set(paths) == {"json", "md", "png"} and all(p.exists() for p in paths.values())
+    data = json.loads(paths["json"].read_text())
+    assert data["R"][0][2] is None and data["R"][2][3] == 1.0
+    assert data["summary"][0]["BWT"] is None
+    assert data["summary"][2]["Acc"] == pytest.approx(0.625)
+    md = paths["md"].read_text().splitlines()
+    # row of stage 3: R in percent, then Acc 62.5, BWT -26.7, max forgetting 50.0
+    assert md[4].split("|")[1:-1] == [" 3 ", " 60.0 ", " 20.0 ", " 70.0 ", " 100.0 ",
+                                      " 62.5 ", " -26.7 ", " 50.0 "]
+    assert paths["png"].read_bytes()[:4] == PNG_MAGIC
+
+
+def test_write_table2_numbers_equal_metrics(tmp_path):
+    r_seed1 = R.copy()
+    r_seed1[2] = [0.4, 0.4, 0.9, 0.6]
+    results = {"ours": [metrics.summarize(R, SOT), metrics.summarize(r_seed1, SOT)],
+               "finetune": [metrics.summarize(R, SOT)]}
+    paths = report.write_table2(tmp_path, results)
+    assert all(p.exists() for p in paths.values())
+    assert paths["png"].read_bytes()[:4] == PNG_MAGIC
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in paths["md"].read_text().splitlines()[2:] if line.startswith("| ")}
+    accs = np.array([metrics.average_accuracy(r, 2, SOT) for r in (R, r_seed1)])
+    bwts = np.array([metrics.backward_transfer(r, SOT, 2) for r in (R, r_seed1)])
+    expected = (f"{100 * accs.mean():.1f} ± {100 * accs.std(ddof=1):.1f} / "
+                f"{100 * bwts.mean():.1f} ± {100 * bwts.std(ddof=1):.1f}")
+    assert rows["ours"][0] == "2" and rows["ours"][3] == expected
+    assert rows["ours"][1] == "70.0 ± 0.0 / —"  # stage 1: both seeds equal, no BWT
+    assert rows["finetune"][3] == "62.5 ± 0.0 / -26.7 ± 0.0"
+    agg = json.loads(paths["json"].read_text())["per_method"]
+    assert agg["ours"][2]["Acc_mean"] == pytest.approx(accs.mean())
+    assert agg["ours"][0]["BWT_mean"] is None
