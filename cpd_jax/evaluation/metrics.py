@@ -1,0 +1,167 @@
+"""Continual-learning metrics on the accuracy matrix (pure numpy).
+
+Conventions (shared by every function here):
+
+  R              float[S, T]  R[i, j] = success rate on task j after stage i, in [0, 1].
+                              NaN where task j was not evaluated after stage i (normally:
+                              not yet introduced). Stages are 0-based: the paper's
+                              "stage 1" is row 0.
+  stage_of_task  int[T]       the stage that introduced task j (its "own" stage). Values
+                              >= S are allowed for tasks of stages not yet run (a partial
+                              R of a run in progress).
+
+Definitions (paper §5 / PAPER_RESULTS.md, per-task columns):
+
+  Acc(k)            = mean_{j: sot[j] <= k} R[k, j]
+  BWT(k)            = mean_{j: sot[j] <  k} (R[k, j] - R[sot[j], j])      (NaN at k = 0)
+  MaxForgetting(k)  = max_{j: sot[j] < k} (max_{sot[j] <= i < k} R[i, j] - R[k, j])
+  teacher recovery  = sum_j student[j] / sum_j teacher[j]   (ratio of mean successes)
+  forward transfer  = see `forward_transfer` (two reference kinds).
+"""
+
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def _check(R, stage_of_task=None):
+    """Validates shapes; every entry of a task at or after its own stage must be finite."""
+    R = np.asarray(R, dtype=np.float64)
+    if R.ndim != 2:
+        raise ValueError(f"R must be float[S, T], got shape {R.shape}")
+    if stage_of_task is None:
+        return R, None
+    sot = np.asarray(stage_of_task)
+    if sot.shape != (R.shape[1],) or not np.issubdtype(sot.dtype, np.integer):
+        raise ValueError(f"stage_of_task must be int[{R.shape[1]}], got {sot.dtype}{sot.shape}")
+    if np.any(sot < 0):
+        raise ValueError(f"stage_of_task has negative stages: {sot.tolist()}")
+    seen = np.arange(R.shape[0])[:, None] >= sot[None, :]
+    missing = np.argwhere(seen & ~np.isfinite(R))
+    if missing.size:
+        raise ValueError("R has no finite value for seen (stage, task) entries "
+                         f"{[tuple(map(int, m)) for m in missing[:10]]}")
+    return R, sot
+
+
+def _check_stage(R, stage):
+    if not 0 <= stage < R.shape[0]:
+        raise IndexError(f"stage {stage} outside 0..{R.shape[0] - 1}")
+
+
+def average_accuracy(R, stage: int, stage_of_task=None) -> float:
+    """Acc after `stage`: mean of R[stage, j] over the tasks seen by then.
+
+    Seen = `stage_of_task[j] <= stage` when given, else the finite entries of the row.
+    """
+    R, sot = _check(R, stage_of_task)
+    _check_stage(R, stage)
+    row = R[stage]
+    seen = (sot <= stage) if sot is not None else np.isfinite(row)
+    if not np.any(seen):
+        return float("nan")
+    return float(np.mean(row[seen]))
+
+
+def backward_transfer(R, stage_of_task, stage: int) -> float:
+    """BWT after `stage`: mean over tasks introduced before `stage` of R[stage,j] - R[own,j].
+
+    NaN when no task was introduced before `stage` (always at stage 0). Negative = forgetting.
+    """
+    R, sot = _check(R, stage_of_task)
+    _check_stage(R, stage)
+    old = np.flatnonzero(sot < stage)
+    if old.size == 0:
+        return float("nan")
+    return float(np.mean(R[stage, old] - R[sot[old], old]))
+
+
+def max_forgetting(R, stage_of_task, stage: int) -> float:
+    """Largest drop of any earlier task from its best past value to its value at `stage`.
+
+    For j with sot[j] < stage: max_{sot[j] <= i < stage} R[i, j] - R[stage, j]; the max over
+    j. Can be negative (every old task improved). NaN when no earlier task exists.
+    """
+    R, sot = _check(R, stage_of_task)
+    _check_stage(R, stage)
+    old = np.flatnonzero(sot < stage)
+    if old.size == 0:
+        return float("nan")
+    drops = [np.max(R[sot[j]:stage, j]) - R[stage, j] for j in old]
+    return float(np.max(drops))
+
+
+def teacher_recovery(student_acc, teacher_acc) -> float:
+    """How much of the teachers' success the student keeps: sum(student) / sum(teacher).
+
+    student_acc, teacher_acc: float[T] per-task success rates of the same tasks. A ratio of
+    means (not a mean of ratios) so tasks the teacher barely solves cannot dominate.
+    NaN when the teachers never succeed.
+    """
+    s = np.asarray(student_acc, np.float64)
+    t = np.asarray(teacher_acc, np.float64)
+    if s.shape != t.shape or s.ndim != 1:
+        raise ValueError(f"student/teacher success must both be float[T]; got {s.shape}, {t.shape}")
+    total = np.sum(t)
+    return float(np.sum(s) / total) if total > 0 else float("nan")
+
+
+FORWARD_TRANSFER_KINDS = ("independent", "zero_shot")
+
+
+def forward_transfer(R, reference, stage_of_task, kind: str = "independent") -> float:
+    """Forward transfer over tasks introduced after stage 0 (stage-0 tasks have no past).
+
+    reference: float[T] per-task success of a reference learner.
+    kind="independent": mean_j R[sot[j], j] - reference[j], with `reference` the success
+        of a model trained on task j alone (the "Independent" baseline). Positive = having
+        learned earlier tasks helps learn task j (Continual World's FT, using end-of-stage
+        success instead of the area under the training curve).
+    kind="zero_shot": mean_j R[sot[j]-1, j] - reference[j] (Lopez-Paz & Ranzato's GEM
+        FWT): success on task j *before* training on it, versus `reference` = an untrained
+        (random-init) student's success. Needs R evaluated on task j one stage early;
+        tasks whose R[sot[j]-1, j] is NaN are skipped.
+    NaN when no task qualifies.
+    """
+    if kind not in FORWARD_TRANSFER_KINDS:
+        raise ValueError(f"unknown forward-transfer kind {kind!r}; choose {FORWARD_TRANSFER_KINDS}")
+    R, sot = _check(R, stage_of_task)
+    ref = np.asarray(reference, np.float64)
+    if ref.shape != (R.shape[1],):
+        raise ValueError(f"reference must be float[{R.shape[1]}], got shape {ref.shape}")
+    later = np.flatnonzero((sot > 0) & (sot < R.shape[0]))
+    stage = sot[later] if kind == "independent" else sot[later] - 1
+    values = R[stage, later] - ref[later]
+    values = values[np.isfinite(values)]
+    return float(np.mean(values)) if values.size else float("nan")
+
+
+def summarize(R, stage_of_task) -> list[dict]:
+    """Per-stage metrics: [{"stage", "num_tasks", "Acc", "BWT", "MaxForgetting"}] for each row.
+
+    BWT and MaxForgetting are NaN at stage 0.
+    """
+    R, sot = _check(R, stage_of_task)
+    return [{"stage": k, "num_tasks": int(np.sum(sot <= k)),
+             "Acc": average_accuracy(R, k, sot),
+             "BWT": backward_transfer(R, sot, k),
+             "MaxForgetting": max_forgetting(R, sot, k)} for k in range(R.shape[0])]
+
+
+def stage_of_task_from_stages(stages: Sequence[Sequence[str]],
+                              tasks: Optional[Sequence[str]] = None) -> np.ndarray:
+    """int[T] from a stage list like [["reach", "push"], ["door"]] (tasks in stage order).
+
+    `tasks` fixes the column order (default: stage order); each task in exactly one stage.
+    """
+    owner = {}
+    for k, stage_tasks in enumerate(stages):
+        for t in stage_tasks:
+            if t in owner:
+                raise ValueError(f"task {t!r} appears in stages {owner[t]} and {k}")
+            owner[t] = k
+    tasks = list(owner) if tasks is None else list(tasks)
+    unknown = [t for t in tasks if t not in owner]
+    if unknown:
+        raise ValueError(f"tasks not in any stage: {unknown}")
+    return np.array([owner[t] for t in tasks], np.int64)

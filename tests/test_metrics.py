@@ -1,0 +1,136 @@
+"""Continual metrics on a hand-made accuracy matrix; expected values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from cpd_jax.evaluation import metrics
+
+NAN = float("nan")
+# 3 stages, 4 tasks: tasks 0,1 in stage 0, task 2 in stage 1, task 3 in stage 2.
+SOT = np.array([0, 0, 1, 2])
+R = np.array([[0.8, 0.6, NAN, NAN],
+              [0.5, 0.7, 0.9, NAN],
+              [0.6, 0.2, 0.7, 1.0]])
+
+
+def test_average_accuracy_by_hand():
+    assert metrics.average_accuracy(R, 0, SOT) == pytest.approx(0.7)
+    assert metrics.average_accuracy(R, 1, SOT) == pytest.approx((0.5 + 0.7 + 0.9) / 3)
+    assert metrics.average_accuracy(R, 2, SOT) == pytest.approx(2.5 / 4)
+    # Without stage_of_task the finite entries of the row are the seen tasks.
+    assert metrics.average_accuracy(R, 1) == pytest.approx(0.7)
+
+
+def test_backward_transfer_by_hand():
+    assert math.isnan(metrics.backward_transfer(R, SOT, 0))
+    assert metrics.backward_transfer(R, SOT, 1) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.6)) / 2)
+    assert metrics.backward_transfer(R, SOT, 2) == pytest.approx(
+        ((0.6 - 0.8) + (0.2 - 0.6) + (0.7 - 0.9)) / 3)
+
+
+def test_max_forgetting_by_hand():
+    assert math.isnan(metrics.max_forgetting(R, SOT, 0))
+    assert metrics.max_forgetting(R, SOT, 1) == pytest.approx(0.3)  # task 0: 0.8 -> 0.5
+    assert metrics.max_forgetting(R, SOT, 2) == pytest.approx(0.5)  # task 1: best 0.7 -> 0.2
+
+
+def test_teacher_recovery_is_ratio_of_means():
+    assert metrics.teacher_recovery([0.5, 0.7], [1.0, 0.8]) == pytest.approx(1.2 / 1.8)
+    assert math.isnan(metrics.teacher_recovery([0.5], [0.0]))
+    with pytest.raises(ValueError):
+        metrics.teacher_recovery([0.5, 0.1], [0.5])
+
+
+def test_forward_transfer_both_kinds():
+    ref = np.array([0.5, 0.5, 0.8, 0.9])
+    # independent: own-stage success minus the independent learner's: (0.9-0.8 + 1.0-0.9)/2
+    assert metrics.forward_transfer(R, ref, SOT, "independent") == pytest.approx(0.1)
+    # zero_shot needs evaluations one stage early; this R has none.
+    assert math.isnan(metrics.forward_transfer(R, np.zeros(4), SOT, "zero_shot"))
+    r0 = R.copy()
+    r0[0, 2], r0[1, 3] = 0.1, 0.3
+    assert metrics.forward_transfer(r0, np.zeros(4), SOT, "zero_shot") == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="kind"):
+        metrics.forward_transfer(R, ref, SOT, "bogus")
+
+
+def test_summarize_rows():
+    rows = metrics.summarize(R, SOT)
+    assert [r["stage"] for r in rows] == [0, 1, 2]
+    assert [r["num_tasks"] for r in rows] == [2, 3, 4]
+    assert rows[2]["Acc"] == pytest.approx(0.625)
+    assert rows[1]["BWT"] == pytest.approx(-0.1)
+    assert math.isnan(rows[0]["BWT"]) and math.isnan(rows[0]["MaxForgetting"])
+
+
+def test_partial_matrix_of_a_run_in_progress():
+    # Two stages done of three: task 3 (stage 2) is not seen yet and may be NaN throughout.
+    rows = metrics.summarize(R[:2], SOT)
+    assert len(rows) == 2 and rows[1]["Acc"] == pytest.approx(0.7)
+
+
+def test_missing_seen_entry_is_an_error():
+    bad = R.copy()
+    bad[2, 1] = NAN
+    with pytest.raises(ValueError, match=r"\(2, 1\)"):
+        metrics.summarize(bad, SOT)
+    with pytest.raises(ValueError, match="stage_of_task"):
+        metrics.summarize(R, SOT[:3])
+    with pytest.raises(IndexError):
+        metrics.average_accuracy(R, 3, SOT)
+
+
+def test_stage_of_task_from_stages():
+    sot = metrics.stage_of_task_from_stages([["a", "b"], ["c"], ["d"]])
+    np.testing.assert_array_equal(sot, SOT)
+    np.testing.assert_array_equal(
+        metrics.stage_of_task_from_stages([["a"], ["b"]], tasks=["b", "a"]), [1, 0])
+    with pytest.raises(ValueError, match="appears"):
+        metrics.stage_of_task_from_stages([["a"], ["a"]])
+
+
+# --- report files -----------------------------------------------------------------------
+
+import json  # noqa: E402
+
+from cpd_jax.evaluation import report  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG"
+
+
+def test_write_accuracy_matrix(tmp_path):
+    paths = report.write_accuracy_matrix(tmp_path / "out", R, ["a", "b", "c", "d"], SOT)
+    assert set(paths) == {"json", "md", "png"} and all(p.exists() for p in paths.values())
+    data = json.loads(paths["json"].read_text())
+    assert data["R"][0][2] is None and data["R"][2][3] == 1.0
+    assert data["summary"][0]["BWT"] is None
+    assert data["summary"][2]["Acc"] == pytest.approx(0.625)
+    md = paths["md"].read_text().splitlines()
+    # row of stage 3: R in percent, then Acc 62.5, BWT -26.7, max forgetting 50.0
+    assert md[4].split("|")[1:-1] == [" 3 ", " 60.0 ", " 20.0 ", " 70.0 ", " 100.0 ",
+                                      " 62.5 ", " -26.7 ", " 50.0 "]
+    assert paths["png"].read_bytes()[:4] == PNG_MAGIC
+
+
+def test_write_table2_numbers_equal_metrics(tmp_path):
+    r_seed1 = R.copy()
+    r_seed1[2] = [0.4, 0.4, 0.9, 0.6]
+    results = {"ours": [metrics.summarize(R, SOT), metrics.summarize(r_seed1, SOT)],
+               "finetune": [metrics.summarize(R, SOT)]}
+    paths = report.write_table2(tmp_path, results)
+    assert all(p.exists() for p in paths.values())
+    assert paths["png"].read_bytes()[:4] == PNG_MAGIC
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in paths["md"].read_text().splitlines()[2:] if line.startswith("| ")}
+    accs = np.array([metrics.average_accuracy(r, 2, SOT) for r in (R, r_seed1)])
+    bwts = np.array([metrics.backward_transfer(r, SOT, 2) for r in (R, r_seed1)])
+    expected = (f"{100 * accs.mean():.1f} ± {100 * accs.std(ddof=1):.1f} / "
+                f"{100 * bwts.mean():.1f} ± {100 * bwts.std(ddof=1):.1f}")
+    assert rows["ours"][0] == "2" and rows["ours"][3] == expected
+    assert rows["ours"][1] == "70.0 ± 0.0 / —"  # stage 1: both seeds equal, no BWT
+    assert rows["finetune"][3] == "62.5 ± 0.0 / -26.7 ± 0.0"
+    agg = json.loads(paths["json"].read_text())["per_method"]
+    assert agg["ours"][2]["Acc_mean"] == pytest.approx(accs.mean())
+    assert agg["ours"][0]["BWT_mean"] is None
