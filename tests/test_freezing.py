@@ -1,0 +1,148 @@
+"""Freezing with optax: labels, schedules, and bitwise-frozen leaves across phases."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+import pytest
+from flax import traverse_util
+
+from cpd_jax.continual import freezing as fz
+from cpd_jax.student import growth
+from cpd_jax.student.transformer import Student, StudentSpec
+
+SPEC = StudentSpec(dim=16, num_blocks=1, num_heads=2, num_experts=3, top_k=1,
+                   mlp_multiplier=2, seq_len=4)
+LR, WD, STEPS = 1e-2, 0.1, 20
+
+
+@functools.lru_cache(maxsize=1)
+def _params():
+    x = jnp.ones((2, 4, 10))
+    return Student(SPEC).init(jax.random.key(0), x, jnp.ones((2, 4), bool))["params"]
+
+
+def _flat(tree):
+    return traverse_util.flatten_dict(tree)
+
+
+def _train(params, opt, state, key, steps=STEPS, apply=None):
+    """`steps` AdamW steps on random gradients (the optimizer is what is under test)."""
+    flat, unravel = ravel_pytree(params)
+
+    @jax.jit
+    def step(params, state, key):
+        # one RNG call for the whole tree keeps the compile small
+        grads = unravel(jax.random.normal(key, flat.shape))
+        updates, state = opt.update(grads, state, params)
+        new = optax.apply_updates(params, updates) if apply is None else apply(params, updates)
+        return new, state
+
+    for i in range(steps):
+        params, state = step(params, state, jax.random.fold_in(key, i))
+    return params, state
+
+
+def _check(before, after, labels, trainable):
+    fb, fa, fl = _flat(before), _flat(after), _flat(labels)
+    for path, label in fl.items():
+        a, b = np.asarray(fa[path]), np.asarray(fb[path])
+        if label in trainable:
+            assert not np.array_equal(a, b), f"trainable {'/'.join(path)} ({label}) unchanged"
+        else:  # bitwise: compare the raw bytes, so -0.0 vs 0.0 or NaN payloads would show
+            assert a.tobytes() == b.tobytes(), f"frozen {'/'.join(path)} ({label}) moved"
+
+
+def test_labels():
+    params = growth.expand(_params(), 2, jax.random.key(1), 0.01)
+    labels = _flat(fz.label_params(params, num_old_experts=3))
+    assert labels[("embed", "kernel")] == fz.BACKBONE
+    assert labels[("pos_embed",)] == fz.BACKBONE
+    assert labels[("block_0", "attn", "query", "kernel")] == fz.BACKBONE
+    assert labels[("block_0", "ln_moe", "scale")] == fz.BACKBONE
+    assert labels[("ln_final", "bias")] == fz.BACKBONE
+    assert labels[("action_head", "kernel")] == fz.BACKBONE
+    assert labels[("block_0", "moe", "gate_4", "bias")] == fz.GATE
+    assert labels[("block_0", "moe", "expert_2", "w_in")] == fz.OLD_EXPERT
+    assert labels[("block_0", "moe", "expert_3", "b_out")] == fz.NEW_EXPERT
+    nested = {**params, "task_embedding": {"w": jnp.ones(3)}}
+    assert _flat(fz.label_params(nested, 3))[("task_embedding", "w")] == fz.TASK_EMBEDDING
+    stage1 = set(_flat(fz.label_params(params, 0)).values())
+    assert stage1 == {fz.BACKBONE, fz.GATE, fz.NEW_EXPERT}
+
+
+def test_schedules():
+    B, G, O, N = fz.BACKBONE, fz.GATE, fz.OLD_EXPERT, fz.NEW_EXPERT
+    assert fz.trainable_labels(1, 1) == {B, G, O, N}
+    assert fz.trainable_labels(2, 1) == {G, N}
+    assert fz.trainable_labels(3, 2) == {O, N}
+    assert fz.trainable_labels(2, 1, freeze_backbone=False) == {B, G, N}
+    assert fz.trainable_labels(2, 2, freeze_backbone=False) == {B, O, N}
+    assert fz.trainable_labels(2, 1, freeze_gating=False) == {G, O, N}
+    assert fz.phases(1) == (1,) and fz.phases(2) == (1, 2) and fz.phases(2, False) == (1,)
+    with pytest.raises(ValueError):
+        fz.trainable_labels(2, 2, freeze_gating=False)
+    with pytest.raises(ValueError):
+        fz.trainable_labels(1, 2)
+
+
+@functools.lru_cache(maxsize=1)
+def _stage1():
+    """Stage 1 (everything trains), shared by the schedule tests."""
+    params = _params()
+    opt = fz.make_optimizer(params, 0, stage=1, phase=1, learning_rate=LR, weight_decay=WD)
+    trained, state = _train(params, opt, opt.init(params), jax.random.key(0))
+    return trained, state
+
+
+def test_stage1_everything_trains():
+    trained, _ = _stage1()
+    _check(_params(), trained, fz.label_params(_params(), 0), fz.trainable_labels(1, 1))
+
+
+@pytest.mark.parametrize("freeze_backbone,freeze_gating", [(True, True), (False, True),
+                                                           (True, False)])
+def test_frozen_leaves_bitwise_unchanged_through_stages(freeze_backbone, freeze_gating):
+    """Stage 1 (all train) -> expand -> every phase of stage 2, carrying the optimizer
+    state over by path; frozen leaves (including ones that had momentum in the previous
+    phase) are bitwise unchanged after 20 AdamW steps, trainable ones all move."""
+    key = jax.random.key(42)
+    trained, state = _stage1()
+    num_old = growth.num_experts(trained)
+    params = growth.expand(trained, 2, jax.random.key(7), 0.01)
+    labels = fz.label_params(params, num_old)
+    for phase in fz.phases(2, freeze_gating):
+        opt = fz.make_optimizer(params, num_old, 2, phase, LR, WD,
+                                freeze_backbone=freeze_backbone, freeze_gating=freeze_gating)
+        state = growth.transfer_opt_state(state, opt.init(params))
+        trainable = fz.trainable_labels(2, phase, freeze_backbone, freeze_gating)
+        before = params
+        params, state = _train(params, opt, state, jax.random.fold_in(key, phase))
+        _check(before, params, labels, trainable)
+
+
+def test_custom_apply_updates_returns_frozen_leaf_itself():
+    params = _params()
+    params = {**params, "ln_final": {**params["ln_final"], "bias": -jnp.zeros(SPEC.dim)}}
+    opt = fz.make_optimizer(params, 0, 2, 1, LR, WD)
+    frozen = fz.frozen_mask(params, 0, fz.trainable_labels(2, 1))
+    trained, _ = _train(params, opt, opt.init(params), jax.random.key(0), steps=3,
+                        apply=functools.partial(fz.apply_updates, frozen=frozen))
+    # -0.0 survives (optax.apply_updates would give +0.0 = -0.0 + 0.0)
+    assert np.signbit(np.asarray(trained["ln_final"]["bias"])).all()
+    _check(params, trained, fz.label_params(params, 0), fz.trainable_labels(2, 1))
+
+
+def test_negative_control_masking_grads_is_not_enough():
+    """Why set_to_zero: zeroing a leaf's gradient under a shared AdamW still moves it
+    (weight decay, and momentum from when it was trainable)."""
+    params = _params()
+    opt = optax.adamw(LR, weight_decay=WD)
+    ones = jax.tree.map(jnp.ones_like, params)
+    _, state = opt.update(ones, opt.init(params), params)  # a trainable phase
+    zero = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = opt.update(zero, state, params)  # "frozen" by a zero gradient
+    assert any(float(jnp.max(jnp.abs(u))) > 0 for u in jax.tree.leaves(updates))
