@@ -40,6 +40,7 @@ METADATA_ITEM = "metadata"
 TMP_SUFFIX = "orbax-checkpoint-tmp"  # orbax names an unfinished step `<step>.<suffix>[-ts]`
 TMP_CLEANUP_ATTEMPTS = 100  # x TMP_CLEANUP_WAIT_S: up to 10 s for in-flight writes to drain
 TMP_CLEANUP_WAIT_S = 0.1
+TMP_SETTLE_CHECKS = 5  # the tmp dir must stay gone this many waits in a row
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -153,12 +154,17 @@ class RunCheckpointer:
             manager.close()
         except Exception:  # the save already failed; closing a broken manager may too
             pass
-        for tmp in self.directory.glob(f"{step_id}.{TMP_SUFFIX}*"):
-            for _ in range(TMP_CLEANUP_ATTEMPTS):
+        # Writes still in flight can also re-create the dir after a successful rmtree, so
+        # the dir must stay absent for TMP_SETTLE_CHECKS consecutive waits.
+        absent_for = 0
+        for _ in range(TMP_CLEANUP_ATTEMPTS):
+            leftovers = list(self.directory.glob(f"{step_id}.{TMP_SUFFIX}*"))
+            for tmp in leftovers:
                 shutil.rmtree(tmp, ignore_errors=True)
-                if not tmp.exists():
-                    break
-                time.sleep(TMP_CLEANUP_WAIT_S)
+            absent_for = 0 if leftovers else absent_for + 1
+            if absent_for >= TMP_SETTLE_CHECKS:
+                break
+            time.sleep(TMP_CLEANUP_WAIT_S)
 
     def _resolve(self, step_id: Optional[int]) -> int:
         if not self.directory.exists():
