@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 FORMAT_VERSION = 1
 STATE_ITEM = "state"
@@ -225,6 +226,18 @@ class RunCheckpointer:
                 f"checkpoint state {path} could not be restored"
                 f"{' into the template' if template_fn else ''}: {type(e).__name__}: {e}") from e
         return restored[STATE_ITEM], metadata
+
+    def restore_latest_valid(self, template_fn: Optional[Callable[[dict], Any]] = None):
+        """(state, metadata) of the newest step that reads back; logs and skips corrupt
+        ones (a crash can leave a finalised but damaged step only through disk faults, so
+        this is the resume path's last resort, never silent). None if no step is readable.
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore(step, template_fn)
+            except CorruptCheckpointError as e:
+                logging.warning("skipping unreadable checkpoint step %d: %s", step, e)
+        return None
 
     def _raw_restore_args(self, step: int, path: pathlib.Path):
         """Restore args from the checkpoint's own tree metadata: numpy leaves (saved without
