@@ -1,0 +1,305 @@
+"""Run checkpoints: an orbax `CheckpointManager` of (state pytree, JSON metadata) per step.
+
+Layout under `directory` (orbax's): `<step_id>/state/` (the pytree, OCDBT/tensorstore) and
+`<step_id>/metadata/` (JSON). Orbax writes each step into a temporary directory and renames
+it when complete, so a save that fails half-way leaves the earlier steps untouched and is
+not listed by `latest()` (tested).
+
+Restoring without a template (the student's expert count grows between stages, so a
+template built in advance would have the wrong structure):
+
+* `restore(step)` returns the pytree *as saved*, its structure read from the checkpoint's
+  own tree metadata: nested dicts and lists of arrays. Dicts (flax params, replay-buffer
+  dicts) come back as dicts, exactly; other containers are flattened to plain Python types:
+  flax struct dataclasses -> dict of fields, tuples/NamedTuples (optax states) -> lists,
+  empty nodes (`optax.EmptyState()`) -> None. Arrays saved as numpy come back as numpy,
+  jax arrays as jax arrays (on the default device).
+* `restore(step, template_fn=f)` calls `f(metadata)` to build the target structure (e.g.
+  `init_student` with `metadata["num_experts"]` experts and `tx.init`, or `jax.eval_shape`
+  of them) and restores into it, giving the original types (DistillState, optax
+  NamedTuples). Leaves of the template may be arrays or `jax.ShapeDtypeStruct`s.
+
+Metadata is a JSON dict owned by the caller. Convention for the stage loop: `stage`,
+`num_experts`, `config` (a `ConfigDict.to_dict()`), `metrics`, `replay` (which trajectories
+the buffer holds). `save` adds `format_version` and `step_id`.
+"""
+
+import json
+import pathlib
+import shutil
+import time
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from absl import logging
+
+FORMAT_VERSION = 1
+STATE_ITEM = "state"
+METADATA_ITEM = "metadata"
+TMP_SUFFIX = "orbax-checkpoint-tmp"  # orbax names an unfinished step `<step>.<suffix>[-ts]`
+TMP_CLEANUP_ATTEMPTS = 100  # x TMP_CLEANUP_WAIT_S: up to 10 s for in-flight writes to drain
+TMP_CLEANUP_WAIT_S = 0.1
+TMP_SETTLE_CHECKS = 5  # the tmp dir must stay gone this many waits in a row
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint step exists but cannot be read back; the message names its path."""
+
+
+def _json_default(x):
+    """numpy scalars/arrays and tuples in metadata become JSON numbers/lists."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return np.asarray(x).tolist()
+    raise TypeError(f"metadata value of type {type(x).__name__} is not JSON-serialisable: {x!r}")
+
+
+def _normalise_json(metadata: Mapping[str, Any]) -> dict:
+    """The metadata as it will read back (tuples -> lists, numpy -> Python)."""
+    return json.loads(json.dumps(dict(metadata), default=_json_default))
+
+
+def _restore_args(template):
+    """Per-leaf restore args: numpy leaves restore as numpy, the rest as jax arrays."""
+    device = jax.local_devices()[0]
+
+    def leaf_args(x):
+        if isinstance(x, np.ndarray):
+            return ocp.RestoreArgs(restore_type=np.ndarray, dtype=x.dtype)
+        sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(device)
+        return ocp.ArrayRestoreArgs(sharding=sharding, dtype=x.dtype,
+                                    global_shape=tuple(x.shape))
+
+    return jax.tree_util.tree_map(leaf_args, template)
+
+
+class RunCheckpointer:
+    """Keeps the last `max_to_keep` steps of a run under `directory`.
+
+    `save` is synchronous: when it returns, the step is on disk (a stage loop saves a few
+    times per run, so the simplicity is worth more than overlapping the write).
+    """
+
+    def __init__(self, directory, max_to_keep: Optional[int] = None):
+        self.directory = pathlib.Path(directory).absolute()
+        self.max_to_keep = max_to_keep
+        self._manager = None
+
+    # The manager is built lazily so that reading a missing directory does not create it.
+    def _get_manager(self, create: bool) -> Optional[ocp.CheckpointManager]:
+        if self._manager is None:
+            if not self.directory.exists() and not create:
+                return None
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.max_to_keep, create=True, enable_async_checkpointing=False,
+                # a save killed half-way leaves a tmp dir; clear it at the next start
+                cleanup_tmp_directories=True)
+            self._manager = ocp.CheckpointManager(
+                self.directory, options=options,
+                # explicit handlers: a fresh process can then read tree metadata unasked
+                item_handlers={STATE_ITEM: ocp.PyTreeCheckpointHandler(),
+                               METADATA_ITEM: ocp.JsonCheckpointHandler()})
+        return self._manager
+
+    def all_steps(self) -> list[int]:
+        manager = self._get_manager(create=False)
+        if manager is None:
+            return []
+        manager.reload()  # another process (a previous run) may have written steps
+        return sorted(manager.all_steps())
+
+    def latest(self) -> Optional[int]:
+        """The newest complete step id, or None when there is none."""
+        steps = self.all_steps()
+        return steps[-1] if steps else None
+
+    def save(self, step_id: int, state, metadata: Mapping[str, Any]) -> pathlib.Path:
+        """Writes `state` (any pytree of arrays: params, optax state, replay dict of numpy
+        arrays) and `metadata` (JSON dict) as step `step_id` (> every saved step).
+
+        Returns the step directory. Raises ValueError for an id not after the latest one
+        or metadata that is not JSON; whatever goes wrong, earlier steps stay intact.
+        """
+        md = _normalise_json({**metadata, "format_version": FORMAT_VERSION,
+                              "step_id": int(step_id)})
+        manager = self._get_manager(create=True)
+        latest = self.latest()
+        if latest is not None and step_id <= latest:
+            raise ValueError(f"checkpoint step {step_id} is not after the latest saved step "
+                             f"{latest} in {self.directory}")
+        try:
+            saved = manager.save(int(step_id), args=ocp.args.Composite(**{
+                STATE_ITEM: ocp.args.PyTreeSave(state), METADATA_ITEM: ocp.args.JsonSave(md)}),
+                force=True)
+            manager.wait_until_finished()
+        except BaseException:
+            self._discard_failed_save(int(step_id))
+            raise
+        if not saved:
+            raise RuntimeError(f"orbax declined to save step {step_id} in {self.directory}")
+        return self.directory / str(int(step_id))
+
+    def _discard_failed_save(self, step_id: int) -> None:
+        """Drops the manager and the step's tmp dir so the next save starts clean.
+
+        When one item of the step fails, orbax re-raises while tensorstore threads may still
+        be writing the other item into the tmp dir; removing it then races with those writes
+        ("Directory not empty"), so retry until they have drained. Finalised steps are never
+        touched: only `<step>.orbax-checkpoint-tmp*` paths.
+        """
+        manager, self._manager = self._manager, None
+        try:
+            manager.close()
+        except Exception:  # the save already failed; closing a broken manager may too
+            pass
+        # Writes still in flight can also re-create the dir after a successful rmtree, so
+        # the dir must stay absent for TMP_SETTLE_CHECKS consecutive waits.
+        absent_for = 0
+        for _ in range(TMP_CLEANUP_ATTEMPTS):
+            leftovers = list(self.directory.glob(f"{step_id}.{TMP_SUFFIX}*"))
+            for tmp in leftovers:
+                shutil.rmtree(tmp, ignore_errors=True)
+            absent_for = 0 if leftovers else absent_for + 1
+            if absent_for >= TMP_SETTLE_CHECKS:
+                break
+            time.sleep(TMP_CLEANUP_WAIT_S)
+
+    def _resolve(self, step_id: Optional[int]) -> int:
+        if not self.directory.exists():
+            raise FileNotFoundError(f"no checkpoint directory {self.directory}")
+        steps = self.all_steps()
+        if step_id is None:
+            if not steps:
+                raise FileNotFoundError(f"no checkpoint steps in {self.directory}")
+            return steps[-1]
+        if step_id not in steps:
+            raise FileNotFoundError(f"no checkpoint step {step_id} in {self.directory} "
+                                    f"(saved steps: {steps})")
+        return int(step_id)
+
+    def restore_metadata(self, step_id: Optional[int] = None) -> dict:
+        """Only the JSON metadata of `step_id` (default: latest)."""
+        step = self._resolve(step_id)
+        path = self.directory / str(step) / METADATA_ITEM
+        try:
+            restored = self._get_manager(create=False).restore(
+                step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))
+            metadata = restored[METADATA_ITEM]
+        except Exception as e:  # orbax/json raise many types; name the file either way
+            raise CorruptCheckpointError(
+                f"checkpoint metadata {path} could not be read: {type(e).__name__}: {e}") from e
+        if not isinstance(metadata, dict):
+            raise CorruptCheckpointError(f"checkpoint metadata {path} is not a JSON object")
+        version = metadata.get("format_version")
+        if version is None or version > FORMAT_VERSION:
+            raise CorruptCheckpointError(
+                f"checkpoint {path} has format_version {version!r}; this code reads "
+                f"versions <= {FORMAT_VERSION}")
+        return metadata
+
+    def restore(self, step_id: Optional[int] = None,
+                template_fn: Optional[Callable[[dict], Any]] = None):
+        """(state, metadata) of `step_id` (default: the latest step).
+
+        Without `template_fn` the state is the raw saved structure (see the module
+        docstring); with it, `template_fn(metadata)` gives the target structure and types.
+        Raises FileNotFoundError (no directory / step), CorruptCheckpointError (unreadable
+        step, naming its path).
+        """
+        step = self._resolve(step_id)
+        metadata = self.restore_metadata(step)
+        path = self.directory / str(step) / STATE_ITEM
+        if template_fn is None:
+            state_args = ocp.args.PyTreeRestore(restore_args=self._raw_restore_args(step, path))
+        else:
+            template = template_fn(metadata)
+            state_args = ocp.args.PyTreeRestore(item=template,
+                                                restore_args=_restore_args(template))
+        try:
+            restored = self._get_manager(create=False).restore(
+                step, args=ocp.args.Composite(**{STATE_ITEM: state_args}))
+        except Exception as e:
+            raise CorruptCheckpointError(
+                f"checkpoint state {path} could not be restored"
+                f"{' into the template' if template_fn else ''}: {type(e).__name__}: {e}") from e
+        return restored[STATE_ITEM], metadata
+
+    def restore_latest_valid(self, template_fn: Optional[Callable[[dict], Any]] = None):
+        """(state, metadata) of the newest step that reads back; logs and skips corrupt
+        ones (a crash can leave a finalised but damaged step only through disk faults, so
+        this is the resume path's last resort, never silent). None if no step is readable.
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                return self.restore(step, template_fn)
+            except CorruptCheckpointError as e:
+                logging.warning("skipping unreadable checkpoint step %d: %s", step, e)
+        return None
+
+    def _raw_restore_args(self, step: int, path: pathlib.Path):
+        """Restore args from the checkpoint's own tree metadata: numpy leaves (saved without
+        a sharding) as numpy, the rest as jax arrays on the first local device -- whatever
+        device topology saved them (a 4-device data-parallel run restores on 1 device)."""
+        try:
+            tree = self._get_manager(create=False).item_metadata(step)[STATE_ITEM].tree
+        except Exception as e:
+            raise CorruptCheckpointError(f"checkpoint state {path} has unreadable tree "
+                                         f"metadata: {type(e).__name__}: {e}") from e
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+        def leaf_args(m):
+            if getattr(m, "sharding", None) is None:
+                return ocp.RestoreArgs(restore_type=np.ndarray, dtype=m.dtype)
+            return ocp.ArrayRestoreArgs(sharding=device, dtype=m.dtype,
+                                        global_shape=tuple(m.shape))
+
+        return jax.tree_util.tree_map(leaf_args, tree,
+                                      is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
+            self._manager = None
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
+                       ignore: Iterable[str] = ()) -> dict:
+    """{dotted.key: (saved value, current value)} for keys that differ (missing -> None).
+
+    Values are compared after a JSON round trip (tuples == lists). `ignore` holds dotted
+    keys or prefixes ("eval" ignores every eval.* field).
+    """
+    a = _flatten(_normalise_json(saved))
+    b = _flatten(_normalise_json(current))
+    ignore = tuple(ignore)
+    skip = lambda k: any(k == i or k.startswith(i + ".") for i in ignore)
+    missing = object()
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if not skip(k) and a.get(k, missing) != b.get(k, missing)}
+
+
+def verify_config(metadata: Mapping[str, Any], config_dict: Mapping[str, Any],
+                  ignore: Iterable[str] = ()) -> None:
+    """Raises ValueError naming every config field that differs from the checkpoint's."""
+    if "config" not in metadata:
+        raise ValueError("checkpoint metadata has no 'config' to verify against")
+    diff = config_differences(metadata["config"], config_dict, ignore)
+    if diff:
+        where = f" (checkpoint step {metadata['step_id']})" if "step_id" in metadata else ""
+        lines = [f"  {k}: saved {s!r}, now {c!r}" for k, (s, c) in diff.items()]
+        raise ValueError(f"config differs from the checkpoint's{where} in "
+                         f"{len(diff)} field(s): {', '.join(diff)}\n" + "\n".join(lines))

@@ -1,0 +1,125 @@
+"""Data parallelism: on 4 forced host devices the sharded step equals the 1-device step."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import ml_collections
+import pytest
+
+from cpd_jax import parallel
+
+NUM_DEVICES = 4
+NUM_STEPS = 3
+SGD_LR = 0.1
+
+# Runs in a fresh interpreter: the device count is fixed when JAX first starts.
+_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np, optax
+    from cpd_jax import distillation, parallel
+    from cpd_jax.configs import quickstart
+    from cpd_jax.data.rollouts import Trajectories
+    from cpd_jax.pipeline import init_student
+
+    assert jax.device_count() == %(devices)d, jax.devices()
+    SGD_LR = %(sgd_lr)r
+    c = quickstart.get_config()
+    c.student.dim, c.student.num_blocks, c.student.num_heads = 16, 1, 2
+    c.student.seq_len, c.student.num_experts = 4, 2
+    c.distill.batch_size = 16
+    rng = np.random.default_rng(0)
+    n, t = 4, 9
+    trajs = [Trajectories(task=task, obs=rng.normal(size=(n, t, 39)).astype(np.float32),
+                          actions=rng.uniform(-1, 1, (n, t, 4)).astype(np.float32),
+                          rewards=rng.normal(size=(n, t)).astype(np.float32),
+                          success=np.zeros((n, t), bool), lengths=np.full(n, t, np.int32),
+                          variations=np.arange(n, dtype=np.int32))
+             for task in ("reach-v3", "push-v3")]
+    source = distillation.make_window_source(trajs, c.student.seq_len)
+    model, params = init_student(c, jax.random.PRNGKey(0))
+
+    mesh = parallel.make_mesh()
+    src4 = parallel.replicate(source, mesh)
+
+    def run(tx):
+        state0 = distillation.DistillState(params=params, opt_state=tx.init(params),
+                                           step=jnp.zeros((), jnp.int32),
+                                           key=jax.random.PRNGKey(1))
+        single = distillation.make_train_step(model, tx, c.distill, c.student.task_context)
+        sharded = parallel.make_sharded_train_step(model, tx, c.distill, mesh,
+                                                   c.student.task_context)
+        s1, s4 = state0, parallel.replicate(state0, mesh)
+        hlo = sharded.lower(s4, src4).compile().as_text()
+        out = {"losses1": [], "losses4": [], "gnorm1": [], "gnorm4": []}
+        for _ in range(%(steps)d):
+            s1, m1 = single(s1, source)
+            s4, m4 = sharded(s4, src4)
+            out["losses1"].append(float(m1["loss"])); out["losses4"].append(float(m4["loss"]))
+            out["gnorm1"].append(float(m1["grad_norm"])); out["gnorm4"].append(float(m4["grad_norm"]))
+        leaves1 = jax.tree_util.tree_leaves_with_path(s1.params)
+        leaves4 = jax.tree_util.tree_leaves(s4.params)
+        diffs = {jax.tree_util.keystr(k): float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                 for (k, a), b in zip(leaves1, leaves4)}
+        worst = max(diffs, key=diffs.get)
+        leaf = leaves4[0]
+        out.update(max_param_diff=diffs[worst], worst_leaf=worst,
+                   param_devices=len(leaf.sharding.device_set),
+                   param_replicated=bool(leaf.sharding.is_fully_replicated),
+                   all_reduce_in_hlo="all-reduce" in hlo,
+                   keys_equal=bool(np.array_equal(np.asarray(s1.key), np.asarray(s4.key))))
+        return out
+
+    # SGD: the update is linear in the gradient, so params inherit the gradients' (tiny)
+    # summation-order differences. AdamW's first steps are ~lr * sign(g): for leaves whose
+    # gradient is ~0 (rounding noise, |g| ~ Adam eps) the sign is noise and params may
+    # differ by up to ~lr, so for AdamW only losses and gradient norms are compared.
+    print("RESULT " + json.dumps({"sgd": run(optax.sgd(SGD_LR)),
+                                  "adamw": run(distillation.make_optimizer(c.distill, 100))}))
+""") % {"devices": NUM_DEVICES, "steps": NUM_STEPS, "sgd_lr": SGD_LR}
+
+
+@pytest.fixture(scope="module")
+def result():
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={NUM_DEVICES}",
+               PYTHONPATH=os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_sharded_step_matches_single_device(result, opt):
+    r = result[opt]
+    assert r["keys_equal"]
+    for a, b in zip(r["losses1"] + r["gnorm1"], r["losses4"] + r["gnorm4"]):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    if opt == "sgd":
+        assert r["max_param_diff"] < 1e-5, r["worst_leaf"]
+
+
+def test_batch_really_split_and_params_replicated(result):
+    r = result["adamw"]
+    assert r["all_reduce_in_hlo"]  # gradients are summed across batch shards
+    assert r["param_devices"] == NUM_DEVICES and r["param_replicated"]
+
+
+def test_batch_must_divide_over_devices():
+    import jax
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    parallel.check_batch_divisible(3, mesh)  # 1 device: anything divides
+    fake = type("FakeMesh", (), {"shape": {parallel.DATA_AXIS: 4}})()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        parallel.check_batch_divisible(6, fake)
+
+
+def test_maybe_initialize_distributed_is_off_by_default():
+    config = ml_collections.ConfigDict({"seed": 0})
+    assert parallel.maybe_initialize_distributed(config) is False
+    config.parallel = ml_collections.ConfigDict({"multi_host": False})
+    assert parallel.maybe_initialize_distributed(config) is False
