@@ -18,20 +18,21 @@ from cpd_jax.student.inputs import ObsNorm
 
 
 def restore_student(checkpoint_dir, step=None):
-    """(config of the run, params, ObsNorm, metadata) from a run's checkpoint directory."""
+    """(config of the run, params, ObsNorm, metadata, task-encoder params or None) from a
+    run's checkpoint directory."""
     tree, meta = checkpointing.RunCheckpointer(checkpoint_dir).restore(step)
     config = ml_collections.ConfigDict(meta["config"])
     config.student.num_experts = meta["num_experts"]
     obs_norm = ObsNorm(mean=jnp.asarray(tree["obs_norm"]["mean"]),
                        std=jnp.asarray(tree["obs_norm"]["std"]))
-    return config, tree["params"], obs_norm, meta
+    return config, tree["params"], obs_norm, meta, tree.get("encoder")
 
 
 def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     """Evaluates the checkpoint on `tasks` (default: every task it has seen)."""
     from cpd_jax.continual import stages
 
-    saved_config, params, obs_norm, meta = restore_student(checkpoint_dir)
+    saved_config, params, obs_norm, meta, encoder = restore_student(checkpoint_dir)
     if tasks is None:
         seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
         tasks = [t for s in seen[:meta["stages_done"]] for t in s]
@@ -39,7 +40,7 @@ def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     # The command's config decides how to evaluate (episodes, variations, backend).
     saved_config.eval = config.eval
     saved_config.env = config.env
-    per_task = stages.evaluate_seen(saved_config, params, obs_norm, tasks)
+    per_task = stages.evaluate_seen(saved_config, params, obs_norm, tasks, encoder)
     out = {"checkpoint": str(checkpoint_dir), "stages_done": meta["stages_done"],
            "num_experts": meta["num_experts"], "per_task": per_task}
     workdir = pathlib.Path(workdir)

@@ -74,7 +74,7 @@ def init_student(config, key):
     """(model, params) of the configured student for inputs of obs + task context."""
     spec = StudentSpec.from_config(config.student)
     model = Student(spec)
-    features = 39 + context_dim(config.student.task_context, config.student.task_embedding_dim)
+    features = 39 + context_dim(config.student.task_context, config.task_encoder.embed_dim)
     dummy = jnp.zeros((1, spec.seq_len, features))
     params = model.init(key, dummy, jnp.ones((1, spec.seq_len), bool))["params"]
     return model, params

@@ -41,7 +41,6 @@ def get_config() -> ml_collections.ConfigDict:
     c.student.capacity_factor = 0.0  # <= 0: no token dropping (exact, batch-independent)
     c.student.action_dim = 4
     c.student.task_context = "onehot"  # "none", "onehot" or "contrastive" (§4.3)
-    c.student.task_embedding_dim = 16  # z size for "contrastive" (39 + 16 = 55)
 
     c.distill = ml_collections.ConfigDict()
     c.distill.learning_rate = 1e-4  # AdamW (Table 6)
@@ -64,10 +63,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.continual.freeze_gating = True  # False = "No Freeze-Gating" ablation (one phase)
     c.continual.phase1_fraction = 0.5  # share of a stage's steps in phase 1
     c.continual.replay_fraction = 0.1  # replay budget: <= 10% of a stage's trajectories
-    c.continual.replay_selector = "dpp"  # "dpp", "farthest" or "random" (§4.4)
+    c.continual.replay_selector = "dpp"  # "dpp", "farthest_first" or "random" (§4.4)
+    c.continual.replay_slice_len = 20  # DPP features: means of slices of this many steps
     c.continual.ewc_coef = 100.0  # EWC baseline penalty strength
     c.continual.fisher_batches = 8  # minibatches for the EWC diagonal Fisher
     c.continual.kl_coef = 1.0  # KL baseline penalty strength
+
+    c.task_encoder = ml_collections.ConfigDict()  # task_context "contrastive" (§4.3)
+    c.task_encoder.embed_dim = 16  # z size (paper Table 6); (39 + 16 = 55 student inputs)
+    c.task_encoder.hidden = (128, 128)  # per-step MLP widths before mean-pooling
+    c.task_encoder.temperature = 0.1  # InfoNCE temperature on cosine similarities
+    c.task_encoder.learning_rate = 1e-3  # AdamW
+    c.task_encoder.weight_decay = 1e-4  # AdamW
+    c.task_encoder.steps = 300  # InfoNCE gradient steps per stage
+    c.task_encoder.batch_size = 256  # windows per step, class-balanced
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.max_to_keep = 10  # stage checkpoints kept (one per finished stage)

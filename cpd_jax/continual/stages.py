@@ -24,12 +24,16 @@ from cpd_jax.continual import freezing, penalties
 from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
 from cpd_jax.data.rollouts import Trajectories
-from cpd_jax.envs import make_env, validate_tasks
+from cpd_jax.envs import MT25_TASKS, make_env, validate_tasks
 from cpd_jax.evaluation import closed_loop, metrics, report
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
+from cpd_jax.student import task_embedding
 from cpd_jax.student.inputs import ObsNorm, fit_obs_norm
 
 CHECKPOINT_FORMAT = "cpd_jax.continual/v1"
+# Config fields that may change between a run and its resumption (they do not change
+# what is computed): logging cadence, checkpoint retention, where shared data lives.
+RESUMABLE_FIELDS = ("distill.log_every", "checkpoint.max_to_keep", "data.dir")
 
 
 def split_stages(tasks, stage_sizes) -> list[tuple[str, ...]]:
@@ -55,7 +59,61 @@ class RunState:
     replay: replay_lib.ReplayBuffer
     R: np.ndarray
     teacher_success: np.ndarray  # float64[T], NaN until the task's data exists
+    encoder: dict | None = None  # task-encoder params (task_context "contrastive")
     opt_state: object = None
+
+
+def replay_trajectories(buffer: replay_lib.ReplayBuffer) -> list[Trajectories]:
+    """The buffer's trajectories grouped by task, as `Trajectories` for distillation."""
+    out = []
+    for tid in buffer.tasks():
+        part = buffer.for_tasks([tid])
+        n, t = part.rewards.shape
+        out.append(Trajectories(task=MT25_TASKS[int(tid)], obs=part.obs, actions=part.actions,
+                                rewards=part.rewards,
+                                success=np.broadcast_to(part.success[:, None], (n, t)).copy(),
+                                lengths=np.full(n, t, np.int32),
+                                variations=np.full(n, -1, np.int32)))
+    return out
+
+
+def select_replay(config, data: list[Trajectories], stage: int, key) -> replay_lib.ReplayBuffer:
+    """This stage's contribution to the replay buffer (per-task budget, paper §4.4)."""
+    cat = lambda name: np.concatenate([getattr(d, name) for d in data])
+    task_ids = np.concatenate([np.full(d.num_episodes, d.task_id) for d in data])
+    success = np.concatenate([d.episode_success() for d in data])
+    return replay_lib.select_stage(cat("obs"), cat("actions"), cat("rewards"), success,
+                                   task_ids, stage, config.continual.replay_fraction,
+                                   config.continual.replay_selector, key,
+                                   config.continual.replay_slice_len)
+
+
+def _shifted(x):
+    """x[:, t-1] at step t (zeros at t=0): what the agent has seen before acting at t."""
+    return np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+
+
+def train_encoder(config, trajectories: list[Trajectories], key) -> dict:
+    """Task encoder (InfoNCE, §4.3) on windows of (o_t, a_{t-1}, r_{t-1}) — the same
+    history the student's context sees at evaluation, where a_t is not known yet."""
+    windows, ids = [], []
+    for traj in trajectories:
+        w, _ = task_embedding.make_windows(traj.obs, _shifted(traj.actions),
+                                           _shifted(traj.rewards), config.student.seq_len,
+                                           length=traj.lengths)
+        windows.append(w)
+        ids.append(np.full(len(w.valid), traj.task_id))
+    stacked = task_embedding.Windows(*(np.concatenate(f) for f in zip(*windows)))
+    enc_config = task_embedding.TaskEncoderConfig.from_config(config.task_encoder)
+    return task_embedding.train_task_encoder(key, stacked, np.concatenate(ids), enc_config)
+
+
+def embed_fn_for(encoder):
+    """History -> z float32[B, Z] with the encoder's params (None without an encoder)."""
+    if encoder is None:
+        return None
+    return lambda h: task_embedding.embed(encoder, h.obs, h.prev_actions, h.prev_rewards,
+                                          h.valid)
 
 
 def _student(config, n_experts: int) -> Student:
@@ -101,7 +159,7 @@ def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, 
 
 
 def train_stage(config, method: Method, params, num_old: int, stage: int, source,
-                obs_norm: ObsNorm, key, penalty_fn=None):
+                obs_norm: ObsNorm, key, penalty_fn=None, encoder=None):
     """All phases of one stage. Returns (params, opt_state, curve)."""
     model = _student(config, num_experts(params))
     total = distillation.num_train_steps(config.distill, source)
@@ -114,6 +172,7 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
         tx, frozen = _optimizer(config, method, params, num_old, stage, phase, steps)
         step_fn = distillation.make_train_step(model, tx, config.distill,
                                                config.student.task_context,
+                                               embed_fn=embed_fn_for(encoder),
                                                obs_norm=obs_norm, penalty_fn=penalty_fn,
                                                frozen=frozen)
         state = distillation.DistillState(params=params, opt_state=tx.init(params),
@@ -127,10 +186,10 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
     return params, opt_state, curve
 
 
-def evaluate_seen(config, params, obs_norm, tasks) -> dict:
+def evaluate_seen(config, params, obs_norm, tasks, encoder=None) -> dict:
     model = _student(config, num_experts(params))
     policy = closed_loop.student_policy(model, params, config.student.task_context,
-                                        obs_norm=obs_norm)
+                                        embed_fn=embed_fn_for(encoder), obs_norm=obs_norm)
     return closed_loop.evaluate_tasks(lambda ts: make_env(config.env.backend, ts), policy,
                                       tasks, pipeline.eval_variations(config),
                                       config.student.seq_len)
@@ -138,30 +197,46 @@ def evaluate_seen(config, params, obs_norm, tasks) -> dict:
 
 def _save(ckpt, run: RunState, config, extra: dict):
     tree = {"params": run.params, "obs_norm": {"mean": run.obs_norm.mean, "std": run.obs_norm.std},
-            "replay": run.replay.to_arrays(), "R": run.R, "teacher_success": run.teacher_success}
+            "R": run.R, "teacher_success": run.teacher_success}
+    if len(run.replay):  # orbax stores no zero-size arrays: an empty buffer is left out
+        tree["replay"] = {f: getattr(run.replay, f) for f in replay_lib.FIELDS}
+    if run.encoder is not None:
+        tree["encoder"] = run.encoder
+    if run.opt_state is not None:
+        tree["opt_state"] = run.opt_state
     meta = {"format": CHECKPOINT_FORMAT, "stages_done": run.stages_done,
-            "num_experts": num_experts(run.params), "config": config.to_dict(), **extra}
+            "num_experts": num_experts(run.params), "replay_size": len(run.replay),
+            "config": config.to_dict(), **extra}
     ckpt.save(run.stages_done, tree, meta)
 
 
 def _restore(ckpt, config) -> RunState | None:
     if ckpt.latest() is None:
         return None
-    tree, meta = ckpt.restore()
+    meta = ckpt.restore_metadata()
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint in {ckpt.directory} has format {meta.get('format')!r}, "
                          f"expected {CHECKPOINT_FORMAT}")
-    checkpointing.verify_config(meta, config.to_dict())
+    checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS)
+    tree, meta = ckpt.restore()
     logging.info("resuming after stage %d (%d experts)", meta["stages_done"], meta["num_experts"])
     return RunState(stages_done=meta["stages_done"], params=tree["params"],
                     obs_norm=ObsNorm(mean=jnp.asarray(tree["obs_norm"]["mean"]),
                                      std=jnp.asarray(tree["obs_norm"]["std"])),
-                    replay=replay_lib.ReplayBuffer.from_arrays(tree["replay"]),
-                    R=np.asarray(tree["R"]), teacher_success=np.asarray(tree["teacher_success"]))
+                    replay=(replay_lib.ReplayBuffer.from_arrays(**tree["replay"])
+                            if "replay" in tree else replay_lib.ReplayBuffer.empty()),
+                    R=np.asarray(tree["R"]), teacher_success=np.asarray(tree["teacher_success"]),
+                    encoder=tree.get("encoder"))
 
 
-def run_continual(config, workdir) -> dict:
-    """Runs (or resumes) every stage; writes results.json/.md and plots; returns results."""
+def run_continual(config, workdir, max_stages: int | None = None) -> dict:
+    """Runs (or resumes) every stage; writes results.json/.md and plots.
+
+    Returns the results dict (as in results.json) plus "state": the final `RunState`.
+
+    max_stages: stop after this many finished stages (a batch job per stage, or a test
+    of resumption); the next call with the same workdir carries on from there.
+    """
     start = time.time()
     workdir = pathlib.Path(workdir)
     method = get_method(config.method)
@@ -173,10 +248,11 @@ def run_continual(config, workdir) -> dict:
     run = _restore(ckpt, config)
     seed_key = jax.random.PRNGKey(config.seed)
     timings = []
-    for k in range(run.stages_done if run else 0, len(stages)):
+    last = len(stages) if max_stages is None else min(max_stages, len(stages))
+    for k in range(run.stages_done if run else 0, last):
         t0 = time.time()
         key = jax.random.fold_in(seed_key, k)
-        k_init, k_grow, k_train, k_replay, k_pen = jax.random.split(key, 5)
+        k_init, k_grow, k_train, k_replay, k_pen, k_enc = jax.random.split(key, 6)
         data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir)) for t in stages[k]]
         if run is None or method.fresh_student:
             _, params = pipeline.init_student(config, k_init)
@@ -197,8 +273,10 @@ def run_continual(config, workdir) -> dict:
                            teacher_success=np.full(len(tasks), np.nan))
         for d in data:
             run.teacher_success[tasks.index(d.task)] = d.episode_success().mean()
-        replayed = run.replay.trajectories() if method.replay else []
+        replayed = replay_trajectories(run.replay) if method.replay else []
         source = distillation.make_window_source(data + replayed, config.student.seq_len)
+        if config.student.task_context == "contrastive":
+            run.encoder = train_encoder(config, data + replayed, k_enc)
         penalty_fn = None
         if prev_params is not None and method.penalty != "none":
             prev_model = _student(config, num_experts(prev_params))
@@ -208,14 +286,12 @@ def run_continual(config, workdir) -> dict:
             penalty_fn = _penalty(config, method, prev_model, prev_params, prev_source,
                                   obs_norm, k_pen)
         params, opt_state, curve = train_stage(config, method, params, num_old, k + 1, source,
-                                               obs_norm, k_train, penalty_fn)
+                                               obs_norm, k_train, penalty_fn, run.encoder)
         if method.replay:
-            run.replay = run.replay.add(replay_lib.select(
-                data, config.continual.replay_fraction, config.continual.replay_selector,
-                config.student.seq_len, k_replay))
+            run.replay = run.replay.add(select_replay(config, data, k, k_replay))
         seen = [t for s in stages[:k + 1] for t in s]
         eval_tasks = list(stages[k]) if method.fresh_student else seen
-        results = evaluate_seen(config, params, obs_norm, eval_tasks)
+        results = evaluate_seen(config, params, obs_norm, eval_tasks, run.encoder)
         for t, r in results.items():
             run.R[k, tasks.index(t)] = r["success_rate"]
         if method.fresh_student:  # earlier tasks keep the score of the student trained on them
@@ -229,12 +305,16 @@ def run_continual(config, workdir) -> dict:
                      num_experts(params))
         timings.append(time.time() - t0)
         _save(ckpt, run, config, {"summary": summary, "curve_tail": curve[-1:]})
-    return write_continual_results(workdir, config, run, tasks, stage_of_task,
-                                   time.time() - start)
+    results = write_continual_results(workdir, config, run, tasks, stage_of_task,
+                                      time.time() - start)
+    return dict(results, state=run)  # the in-memory RunState too (not in results.json)
 
 
 def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task, wall):
-    summary = metrics.summarize(run.R, stage_of_task)
+    """results.json (R with NaN rows for stages not run yet) and the accuracy-matrix
+    JSON/markdown/heatmap of the finished stages."""
+    done = run.R[:run.stages_done]
+    summary = metrics.summarize(done, stage_of_task)
     results = {"method": config.method, "seed": config.seed, "tasks": list(tasks),
                "stage_of_task": stage_of_task.tolist(), "R": run.R.tolist(),
                "summary": summary, "teacher_success": run.teacher_success.tolist(),
@@ -243,5 +323,5 @@ def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     (pathlib.Path(workdir) / "results.json").write_text(json.dumps(results, indent=2,
                                                                    default=float))
-    report.write_accuracy_matrix(workdir, run.R, tasks, stage_of_task)
+    report.write_accuracy_matrix(workdir, done, tasks, stage_of_task)
     return results

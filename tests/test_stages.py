@@ -1,0 +1,95 @@
+"""The continual stage loop: resumption is exact, eval-restore is bitwise, splits."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cpd_jax import evaluate_checkpoint
+from cpd_jax.configs import mt25_5stage_cpu
+from cpd_jax.continual import stages
+from cpd_jax.evaluation import closed_loop
+from cpd_jax.student import Student, StudentSpec, num_experts
+
+TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
+
+
+def tiny_config(method="ours"):
+    c = mt25_5stage_cpu.get_config()
+    c.tasks = TASKS
+    c.method = method
+    c.continual.stage_sizes = (1, 1, 1)
+    c.data.episodes_per_task = 2
+    c.student.dim, c.student.num_blocks, c.student.num_experts, c.student.seq_len = 16, 1, 2, 4
+    c.continual.new_experts_per_stage = 1
+    c.distill.max_steps, c.distill.batch_size, c.distill.log_every = 12, 16, 6
+    c.eval.episodes_per_task = 2
+    c.continual.replay_fraction = 0.5  # 1 of 2 episodes: replay is non-empty
+    return c
+
+
+def test_split_stages_partitions_the_stream():
+    assert stages.split_stages(TASKS, (2, 1)) == [TASKS[:2], TASKS[2:]]
+    with pytest.raises(ValueError, match="partition"):
+        stages.split_stages(TASKS, (2, 2))
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def test_killed_after_stage_2_and_restarted_matches_uninterrupted(tmp_path, shared_data):
+    c = tiny_config()
+    c.data.dir = str(shared_data)
+    full = stages.run_continual(c, tmp_path / "full")
+    stages.run_continual(c, tmp_path / "resumed", max_stages=2)
+    partial = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert np.isnan(np.asarray(partial["R"], float)[2]).all()  # stage 3 not run yet
+    resumed = stages.run_continual(c, tmp_path / "resumed")
+    np.testing.assert_array_equal(np.asarray(full["R"], float), np.asarray(resumed["R"], float))
+    assert full["num_experts"] == resumed["num_experts"] == 2 + 2 * 1  # grew at stages 2, 3
+
+
+def test_restore_for_eval_gives_bitwise_the_same_actions(tmp_path, shared_data):
+    c = tiny_config()
+    c.data.dir = str(shared_data)
+    run = stages.run_continual(c, tmp_path, max_stages=2)["state"]
+    config, params, obs_norm, meta, _ = evaluate_checkpoint.restore_student(
+        tmp_path / "checkpoints")
+    assert meta["stages_done"] == 2 and num_experts(params) == meta["num_experts"] == 3
+    model = Student(StudentSpec.from_config(config.student))
+    history = closed_loop.empty_history(3, 4, 39, 4, [0, 5, 6])
+    for t in range(3):
+        obs = jax.random.normal(jax.random.PRNGKey(t), (3, 39))
+        history = closed_loop.push(history, obs, jnp.full((3, 4), 0.1 * t), jnp.ones(3))
+    kind = config.student.task_context
+    restored = closed_loop.student_policy(model, params, kind, obs_norm=obs_norm)(history)
+    in_memory = closed_loop.student_policy(model, run.params, kind,
+                                           obs_norm=run.obs_norm)(history)
+    np.testing.assert_array_equal(np.asarray(restored), np.asarray(in_memory))
+
+
+def test_eval_mode_writes_results_for_the_seen_tasks(tmp_path, shared_data):
+    c = tiny_config()
+    c.data.dir = str(shared_data)
+    stages.run_continual(c, tmp_path / "run", max_stages=1)
+    out = evaluate_checkpoint.run(c, tmp_path / "run" / "checkpoints", tmp_path / "eval")
+    assert list(out["per_task"]) == ["reach-v3"]
+    assert (tmp_path / "eval" / "eval_results.md").exists()
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        evaluate_checkpoint.restore_student(tmp_path / "nowhere")
+
+
+def test_mismatched_config_on_resume_is_refused(tmp_path, shared_data):
+    c = tiny_config()
+    c.data.dir = str(shared_data)
+    stages.run_continual(c, tmp_path, max_stages=1)
+    c.student.dim = 32
+    with pytest.raises(ValueError, match="dim"):
+        stages.run_continual(c, tmp_path)
