@@ -41,7 +41,7 @@ METADATA_ITEM = "metadata"
 TMP_SUFFIX = "orbax-checkpoint-tmp"  # orbax names an unfinished step `<step>.<suffix>[-ts]`
 TMP_CLEANUP_ATTEMPTS = 100  # x TMP_CLEANUP_WAIT_S: up to 10 s for in-flight writes to drain
 TMP_CLEANUP_WAIT_S = 0.1
-TMP_SETTLE_CHECKS = 5  # the tmp dir must stay gone this many waits in a row
+TMP_SETTLE_CHECKS = 5  # the tmp dir must stay unchanged (then gone) this many waits in a row
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -147,7 +147,7 @@ class RunCheckpointer:
 
         When one item of the step fails, orbax re-raises while tensorstore threads may still
         be writing the other item into the tmp dir; removing it then races with those writes
-        ("Directory not empty"), so retry until they have drained. Finalised steps are never
+        ("Directory not empty"), so wait until they have drained. Finalised steps are never
         touched: only `<step>.orbax-checkpoint-tmp*` paths.
         """
         manager, self._manager = self._manager, None
@@ -155,16 +155,28 @@ class RunCheckpointer:
             manager.close()
         except Exception:  # the save already failed; closing a broken manager may too
             pass
-        # Writes still in flight can also re-create the dir after a successful rmtree, so
-        # the dir must stay absent for TMP_SETTLE_CHECKS consecutive waits.
-        absent_for = 0
+        # Remove only once the in-flight writes have drained: the dir's listing must stay
+        # unchanged for TMP_SETTLE_CHECKS waits in a row (deleting earlier makes those
+        # writes fail noisily, or re-create the dir after the rmtree).
+        def snapshot():
+            return sorted((str(f), f.stat().st_size if f.is_file() else -1)
+                          for tmp in self.directory.glob(f"{step_id}.{TMP_SUFFIX}*")
+                          for f in [tmp, *tmp.rglob("*")] if f.exists())
+
+        previous, unchanged = None, 0
         for _ in range(TMP_CLEANUP_ATTEMPTS):
-            leftovers = list(self.directory.glob(f"{step_id}.{TMP_SUFFIX}*"))
-            for tmp in leftovers:
-                shutil.rmtree(tmp, ignore_errors=True)
-            absent_for = 0 if leftovers else absent_for + 1
-            if absent_for >= TMP_SETTLE_CHECKS:
-                break
+            try:
+                current = snapshot()
+            except FileNotFoundError:  # a file vanished mid-listing: still changing
+                current = None
+            unchanged = unchanged + 1 if current == previous and current is not None else 0
+            previous = current
+            if unchanged >= TMP_SETTLE_CHECKS:
+                if not current:
+                    break
+                for tmp in self.directory.glob(f"{step_id}.{TMP_SUFFIX}*"):
+                    shutil.rmtree(tmp, ignore_errors=True)
+                previous, unchanged = None, 0
             time.sleep(TMP_CLEANUP_WAIT_S)
 
     def _resolve(self, step_id: Optional[int]) -> int:
