@@ -133,18 +133,23 @@ def distillation_loss(params, model, history: History, targets, aux_coef, contex
 
 def make_train_step(model, tx: optax.GradientTransformation, distill_config,
                     context_kind: str = "none", embed_fn=None, obs_norm=None,
-                    penalty_fn=None, frozen=None) -> Callable:
+                    penalty_fn=None, frozen=None, mesh=None) -> Callable:
     """A jitted `(state, source) -> (state, metrics)` doing one optimizer step on a batch.
 
     frozen: optional pytree of Python bools (`continual.freezing.frozen_mask`); frozen
     leaves are returned as the very same arrays (bitwise unchanged).
+    mesh: optional `jax.sharding.Mesh` with a 'data' axis (`cpd_jax.parallel.make_mesh`):
+    the sampled batch is split over it (data parallel), state and source are replicated.
     """
     cfg = distill_config
 
-    @jax.jit
     def train_step(state: DistillState, source: WindowSource):
         key, sample_key = jax.random.split(state.key)
-        history, targets = sample_batch(sample_key, source, cfg.batch_size)
+        batch = sample_batch(sample_key, source, cfg.batch_size)
+        if mesh is not None:
+            from cpd_jax import parallel
+            batch = parallel.constrain_batch(batch, mesh)
+        history, targets = batch
         coef = aux_coefficient(state.step, cfg.aux_coef_start, cfg.aux_coef_decay,
                                cfg.aux_coef_min)
         grads, metrics = jax.grad(distillation_loss, has_aux=True)(
@@ -160,7 +165,13 @@ def make_train_step(model, tx: optax.GradientTransformation, distill_config,
         return DistillState(params=params, opt_state=opt_state, step=state.step + 1,
                             key=key), metrics
 
-    return train_step
+    if mesh is None:
+        return jax.jit(train_step)
+    from cpd_jax import parallel
+    parallel.check_batch_divisible(cfg.batch_size, mesh)
+    replicated = parallel.replicated_sharding(mesh)
+    return jax.jit(train_step, in_shardings=(replicated, replicated),
+                   out_shardings=(replicated, replicated))
 
 
 def num_train_steps(distill_config, source: WindowSource) -> int:

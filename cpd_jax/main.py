@@ -22,6 +22,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
+    from cpd_jax import parallel
+    parallel.maybe_initialize_distributed(config)  # before any other JAX call
     logging.info("config:\n%s", config)
     if _MODE.value == "eval":
         from cpd_jax import evaluate_checkpoint

@@ -75,34 +75,16 @@ def constrain_batch(tree, mesh: Mesh):
 
 
 def make_sharded_train_step(model, tx: optax.GradientTransformation, distill_config,
-                            mesh: Mesh, context_kind: str = "none",
-                            embed_fn=None) -> Callable:
+                            mesh: Mesh, context_kind: str = "none", embed_fn=None,
+                            **kwargs) -> Callable:
     """`(state, source) -> (state, metrics)` like `distillation.make_train_step`, data-parallel.
 
     state (`DistillState`) and source (`WindowSource`) should be `replicate`d onto `mesh`
     (the jit would otherwise copy them every call); outputs come back replicated.
+    Extra keyword arguments (obs_norm, penalty_fn, frozen) go to `make_train_step`.
     """
-    cfg = distill_config
-    check_batch_divisible(cfg.batch_size, mesh)
-    replicated = replicated_sharding(mesh)
-
-    # Mirrors distillation.make_train_step's body; the only addition is constrain_batch.
-    def train_step(state: distillation.DistillState, source: distillation.WindowSource):
-        key, sample_key = jax.random.split(state.key)
-        history, targets = distillation.sample_batch(sample_key, source, cfg.batch_size)
-        history, targets = constrain_batch((history, targets), mesh)
-        coef = distillation.aux_coefficient(state.step, cfg.aux_coef_start, cfg.aux_coef_decay,
-                                            cfg.aux_coef_min)
-        grads, metrics = jax.grad(distillation.distillation_loss, has_aux=True)(
-            state.params, model, history, targets, coef, context_kind, embed_fn)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics["grad_norm"] = optax.global_norm(grads)
-        return distillation.DistillState(params=params, opt_state=opt_state,
-                                         step=state.step + 1, key=key), metrics
-
-    return jax.jit(train_step, in_shardings=(replicated, replicated),
-                   out_shardings=(replicated, replicated))
+    return distillation.make_train_step(model, tx, distill_config, context_kind, embed_fn,
+                                        mesh=mesh, **kwargs)
 
 
 _DISTRIBUTED_STARTED = False

@@ -80,6 +80,16 @@ def init_student(config, key):
     return model, params
 
 
+def data_mesh(config):
+    """A 1-D 'data' mesh over all devices when there are several (and the config allows
+    data parallelism), else None: the same config runs unchanged on 1 or N devices."""
+    from cpd_jax import parallel
+
+    if not config.parallel.data_parallel or jax.device_count() == 1:
+        return None
+    return parallel.make_mesh()
+
+
 def write_results(workdir: pathlib.Path, results: dict) -> None:
     """results.json and results.md (one row per task, then the mean)."""
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
@@ -114,10 +124,15 @@ def train_and_evaluate(config, workdir) -> dict:
     num_steps = distillation.num_train_steps(config.distill, source)
     tx = distillation.make_optimizer(config.distill, num_steps)
     obs_norm = fit_obs_norm(np.concatenate([t.obs.reshape(-1, t.obs.shape[-1]) for t in trajs]))
+    mesh = data_mesh(config)
     step_fn = distillation.make_train_step(model, tx, config.distill,
-                                           config.student.task_context, obs_norm=obs_norm)
+                                           config.student.task_context, obs_norm=obs_norm,
+                                           mesh=mesh)
     state = distillation.DistillState(params=params, opt_state=tx.init(params),
                                       step=jnp.zeros((), jnp.int32), key=key_train)
+    if mesh is not None:
+        from cpd_jax import parallel
+        state, source = parallel.replicate((state, source), mesh)
     logging.info("distilling %d tasks, %d windows, %d steps", len(tasks),
                  source.num_windows, num_steps)
     t0 = time.time()

@@ -78,6 +78,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.task_encoder.steps = 300  # InfoNCE gradient steps per stage
     c.task_encoder.batch_size = 256  # windows per step, class-balanced
 
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.data_parallel = True  # split distillation batches over all devices if > 1
+    c.parallel.multi_host = False  # call jax.distributed.initialize() (TPU pods, SLURM)
+    c.parallel.coordinator_address = ""  # "host:port"; "" = auto-detect
+    c.parallel.num_processes = -1  # -1 = auto-detect
+    c.parallel.process_id = -1  # -1 = auto-detect
+
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.max_to_keep = 10  # stage checkpoints kept (one per finished stage)
 

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from cpd_jax import checkpointing, distillation, pipeline
+from cpd_jax import checkpointing, distillation, parallel, pipeline
 from cpd_jax.continual import freezing, penalties
 from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
@@ -167,6 +167,7 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
     fractions = ([config.continual.phase1_fraction, 1 - config.continual.phase1_fraction]
                  if len(phase_ids) == 2 else [1.0])
     curve, opt_state = [], None
+    mesh = pipeline.data_mesh(config)
     for phase, fraction in zip(phase_ids, fractions):
         steps = max(1, int(round(total * fraction)))
         tx, frozen = _optimizer(config, method, params, num_old, stage, phase, steps)
@@ -174,10 +175,12 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
                                                config.student.task_context,
                                                embed_fn=embed_fn_for(encoder),
                                                obs_norm=obs_norm, penalty_fn=penalty_fn,
-                                               frozen=frozen)
+                                               frozen=frozen, mesh=mesh)
         state = distillation.DistillState(params=params, opt_state=tx.init(params),
                                           step=jnp.zeros((), jnp.int32),
                                           key=jax.random.fold_in(key, phase))
+        if mesh is not None:
+            state, source = parallel.replicate((state, source), mesh)
         state, phase_curve = distillation.distill(
             state, step_fn, source, steps, config.distill.log_every,
             label=f"stage {stage} phase {phase}")
