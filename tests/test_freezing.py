@@ -146,3 +146,22 @@ def test_negative_control_masking_grads_is_not_enough():
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = opt.update(zero, state, params)  # "frozen" by a zero gradient
     assert any(float(jnp.max(jnp.abs(u))) > 0 for u in jax.tree.leaves(updates))
+
+
+def test_opt_state_transfer_by_group_at_expansion():
+    """Stage 1 -> stage 2: groups whose params are all new restart Adam (count 0), the
+    gate group keeps its count and the moments of surviving columns."""
+    trained, state = _stage1()
+    new = growth.expand(trained, 2, jax.random.key(7), 0.01)
+    opt = fz.make_optimizer(new, 3, 2, 1, LR, WD)
+    moved = growth.transfer_opt_state(state, opt.init(new))
+    inner = {k: v.inner_state for k, v in moved.inner_states.items()}
+    old_inner = {k: v.inner_state for k, v in state.inner_states.items()}
+    assert int(inner[fz.GATE][0].count) == STEPS
+    assert int(inner[fz.NEW_EXPERT][0].count) == 0
+    mu = inner[fz.GATE][0].mu["block_0"]["moe"]
+    np.testing.assert_array_equal(mu["gate_1"]["kernel"],
+                                  old_inner[fz.GATE][0].mu["block_0"]["moe"]["gate_1"]["kernel"])
+    np.testing.assert_array_equal(mu["gate_4"]["kernel"], 0.0)
+    new_mu = inner[fz.NEW_EXPERT][0].mu["block_0"]["moe"]["expert_3"]["w_in"]
+    np.testing.assert_array_equal(new_mu, 0.0)
