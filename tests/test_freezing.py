@@ -117,7 +117,7 @@ def test_frozen_leaves_bitwise_unchanged_through_stages(freeze_backbone, freeze_
     for phase in fz.phases(2, freeze_gating):
         opt = fz.make_optimizer(params, num_old, 2, phase, LR, WD,
                                 freeze_backbone=freeze_backbone, freeze_gating=freeze_gating)
-        state = growth.transfer_opt_state(state, opt.init(params))
+        state = growth.rebuild_opt_state(opt, state, params)
         trainable = fz.trainable_labels(2, phase, freeze_backbone, freeze_gating)
         before = params
         params, state = _train(params, opt, state, jax.random.fold_in(key, phase))

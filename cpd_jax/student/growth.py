@@ -44,7 +44,7 @@ from cpd_jax.student import params as params_lib
 from cpd_jax.student.params import num_experts  # re-exported for callers of growth
 
 __all__ = ["DEFAULT_GATE_BIAS_INIT", "expand", "expand_with_sources", "num_experts",
-           "sample_sources", "transfer_opt_state"]
+           "rebuild_opt_state", "sample_sources", "transfer_opt_state"]
 
 DEFAULT_GATE_BIAS_INIT = -5.0  # paper Table 6: "gate bias -5.0" for new experts
 _GATE_KERNEL_MODES = ("copy", "zero")
@@ -186,3 +186,9 @@ def transfer_opt_state(old_state, new_state):
         keep = match(key, leaf) and (jnp.ndim(leaf) > 0 or _group(key) in kept_groups)
         leaves.append(old[key] if keep else leaf)
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def rebuild_opt_state(optimizer, old_state, new_params):
+    """`optimizer.init(new_params)` with the old state carried over where it fits
+    (`transfer_opt_state`). Use after an expansion and at every phase switch."""
+    return transfer_opt_state(old_state, optimizer.init(new_params))
