@@ -80,11 +80,11 @@ def plot_routing_heatmaps(fractions, task_names: Sequence[str], out_dir: str,
     blocks, num_tasks, num_experts = fractions.shape
     os.makedirs(out_dir, exist_ok=True)
 
-    def draw(ax, frac, title):
+    def draw(ax, frac, title, names=True):
         im = ax.imshow(frac, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
         ax.set_xticks(range(num_experts))
         ax.set_yticks(range(num_tasks))
-        ax.set_yticklabels(task_names, fontsize=7)
+        ax.set_yticklabels(task_names if names else [], fontsize=7)
         ax.set_xlabel("expert")
         ax.set_title(title)
         if annotate and num_tasks * num_experts <= 400:  # text stays legible
@@ -105,7 +105,7 @@ def plot_routing_heatmaps(fractions, task_names: Sequence[str], out_dir: str,
         paths.append(path)
     fig, axes = plt.subplots(1, blocks, figsize=(size[0] * blocks, size[1]), squeeze=False)
     for b in range(blocks):
-        draw(axes[0, b], fractions[b], f"layer {b}")
+        draw(axes[0, b], fractions[b], f"layer {b}", names=b == 0)  # labels once
     path = os.path.join(out_dir, f"{prefix}_all_layers.png")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
