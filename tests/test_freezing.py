@@ -167,7 +167,6 @@ def test_opt_state_transfer_by_group_at_expansion():
     np.testing.assert_array_equal(new_mu, 0.0)
 
 
-@pytest.mark.slow  # compiles the student's gradient: minutes on a loaded 2-core CPU
 def test_real_loss_step_on_expanded_student():
     """End to end: expand, rebuild the student, stage-2 phase-1 optimizer, jitted MSE
     steps with real gradients: the backbone and old experts stay bitwise unchanged."""
