@@ -182,8 +182,7 @@ def test_transfer_opt_state_keeps_moments_of_survivors():
     opt = optax.adamw(1e-3, weight_decay=1e-2)
     state = opt.init(params)
     grads = jax.tree.map(jnp.ones_like, params)
-    for _ in range(3):
-        _, state = opt.update(grads, state, params)
+    _, state = opt.update(grads, state, params)
     new = growth.expand(params, 2, jax.random.key(0), 0.01)
     fresh = opt.init(new)
     moved = growth.transfer_opt_state(state, fresh)
@@ -194,6 +193,6 @@ def test_transfer_opt_state_keeps_moments_of_survivors():
     np.testing.assert_array_equal(mu_new["embed"]["kernel"], mu_old["embed"]["kernel"])
     np.testing.assert_array_equal(mu_new["block_0"]["moe"]["expert_5"]["w_in"], 0.0)
     np.testing.assert_array_equal(mu_new["block_1"]["moe"]["gate_4"]["kernel"], 0.0)
-    assert int(moved[0].count) == 3
+    assert int(moved[0].count) == 1
     # and the optimizer runs on the transferred state
     opt.update(jax.tree.map(jnp.ones_like, new), moved, new)

@@ -93,22 +93,38 @@ def greedy_map(features, m: int, eps: float = DEFAULT_EPS):
     return idx, gains
 
 
-def naive_greedy_logdet(features, m: int) -> np.ndarray:
+def naive_greedy_step(kernel: np.ndarray, selected: list[int], chunk: int = 256) -> int:
+    """One brute-force greedy step: the candidate c maximising slogdet(L[S + {c}]).
+
+    kernel float64[N, N]; candidates are evaluated `chunk` at a time (memory
+    O(chunk |S|^2)). Ties go to the lowest index, as in `greedy_map`.
+    """
+    n = kernel.shape[0]
+    taken = np.zeros(n, bool)
+    taken[selected] = True
+    cand = np.flatnonzero(~taken)
+    best, best_logdet = -1, -np.inf
+    for start in range(0, len(cand), chunk):
+        c = cand[start:start + chunk]
+        sets = np.concatenate([np.tile(np.asarray(selected, int), (len(c), 1)), c[:, None]],
+                              axis=1)  # [C, |S|+1]
+        sign, logdet = np.linalg.slogdet(kernel[sets[:, :, None], sets[:, None, :]])
+        logdet = np.where(sign > 0, logdet, -np.inf)
+        j = int(np.argmax(logdet))
+        if best < 0 or logdet[j] > best_logdet:
+            best, best_logdet = int(c[j]), logdet[j]
+    return best
+
+
+def naive_greedy_logdet(features, m: int, chunk: int = 256) -> np.ndarray:
     """Greedy log-det maximisation by brute force (numpy): at every step evaluate
     slogdet(L[S + {c}]) for every candidate c. O(m N |S|^3); the reference for tests and
     the baseline of `benchmarks/dpp_selection.py`. Returns int64[m]."""
     v = np.asarray(features, np.float64)
-    n = v.shape[0]
     kernel = v @ v.T
     selected: list[int] = []
     for _ in range(m):
-        cand = np.array([c for c in range(n) if c not in set(selected)])
-        sets = np.concatenate([np.tile(selected, (len(cand), 1)).astype(int),
-                               cand[:, None]], axis=1)  # [C, |S|+1]
-        sub = kernel[sets[:, :, None], sets[:, None, :]]
-        sign, logdet = np.linalg.slogdet(sub)
-        logdet = np.where(sign > 0, logdet, -np.inf)
-        selected.append(int(cand[np.argmax(logdet)]))
+        selected.append(naive_greedy_step(kernel, selected, chunk))
     return np.asarray(selected)
 
 

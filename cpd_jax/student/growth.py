@@ -28,10 +28,10 @@ makes the guarantee hold for any trained biases (an extension, not the paper's r
 The model must be rebuilt with `num_experts = E + n_new` (one recompile per stage):
 `Student(dataclasses.replace(spec, num_experts=growth.num_experts(new_params)))`.
 
-Optimizer state: `transfer_opt_state(old_state, new_state)` copies every leaf of an old
+Optimizer state: `transfer_opt_state(old_state, new_state)` copies the leaves of an old
 optax state into a freshly initialised one where the tree path and shape agree, so
-surviving leaves keep their Adam moments and new experts start from zero moments (the
-fresh init). `cpd_jax.continual.freezing` rebuilds the optimizer per phase, and with it
+surviving leaves keep their Adam moments and new experts start from zero moments and,
+when their whole optimizer group is new, from Adam step 0 (see its docstring). `cpd_jax.continual.freezing` rebuilds the optimizer per phase, and with it
 the frozen leaves' state disappears (set_to_zero keeps none), so no stale momentum can
 move a frozen leaf.
 """
@@ -44,7 +44,7 @@ from cpd_jax.student import params as params_lib
 from cpd_jax.student.params import num_experts  # re-exported for callers of growth
 
 __all__ = ["DEFAULT_GATE_BIAS_INIT", "expand", "expand_with_sources", "num_experts",
-           "sample_sources", "transfer_opt_state"]
+           "rebuild_opt_state", "sample_sources", "transfer_opt_state"]
 
 DEFAULT_GATE_BIAS_INIT = -5.0  # paper Table 6: "gate bias -5.0" for new experts
 _GATE_KERNEL_MODES = ("copy", "zero")
@@ -148,21 +148,47 @@ def _path_key(path) -> tuple:
     return tuple(out)
 
 
+def _group(path_key: tuple) -> tuple:
+    """The optimizer group a state leaf belongs to: one label of an
+    `optax.multi_transform` state, or the whole state otherwise."""
+    return path_key[:2] if path_key[:1] == ("inner_states",) else ()
+
+
 def transfer_opt_state(old_state, new_state):
     """Fills a freshly initialised optax state with the old state's values.
 
-    `new_state` is `optimizer.init(new_params)`; every leaf whose tree path (and shape
-    and dtype) exists in `old_state` takes the old value (kept Adam moments and step
-    counts), every other leaf keeps its fresh initial value (zero moments for new
-    experts, or for leaves whose optimizer group changed). Works for any optax state
-    built from pytrees of dicts/namedtuples, including `multi_transform` states.
+    `new_state` is `optimizer.init(new_params)`. Per optimizer group (a label of a
+    `multi_transform` state, else the whole state):
+
+    * every array leaf whose tree path, shape and dtype exist in `old_state` takes the
+      old value (kept Adam moments), every other one keeps its fresh value (zero
+      moments for new experts, or for leaves that changed group);
+    * scalar leaves (the Adam step `count`) are kept only if at least one array leaf of
+      the group was kept. So a group whose params are all new (e.g. `new_expert` after an
+      expansion) restarts Adam from step 0, with its bias correction; a group that only
+      gained leaves (e.g. `gate` after an expansion) keeps its count, and its new leaves
+      start from zero moments under the kept count, i.e. with somewhat damped first steps
+      (about half-size for b1=0.9, b2=0.999 after 20 steps) until the moments fill up.
     """
     old = {_path_key(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(old_state)[0]}
     paths, treedef = jax.tree_util.tree_flatten_with_path(new_state)
-    leaves = []
-    for path, leaf in paths:
-        prev = old.get(_path_key(path))
-        same = (prev is not None and jnp.shape(prev) == jnp.shape(leaf)
+    keys = [_path_key(p) for p, _ in paths]
+
+    def match(key, leaf):
+        prev = old.get(key)
+        return (prev is not None and jnp.shape(prev) == jnp.shape(leaf)
                 and jnp.result_type(prev) == jnp.result_type(leaf))
-        leaves.append(prev if same else leaf)
+
+    kept_groups = {_group(k) for k, (_, leaf) in zip(keys, paths)
+                   if jnp.ndim(leaf) > 0 and match(k, leaf)}
+    leaves = []
+    for key, (_, leaf) in zip(keys, paths):
+        keep = match(key, leaf) and (jnp.ndim(leaf) > 0 or _group(key) in kept_groups)
+        leaves.append(old[key] if keep else leaf)
     return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def rebuild_opt_state(optimizer, old_state, new_params):
+    """`optimizer.init(new_params)` with the old state carried over where it fits
+    (`transfer_opt_state`). Use after an expansion and at every phase switch."""
+    return transfer_opt_state(old_state, optimizer.init(new_params))
