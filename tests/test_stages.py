@@ -93,3 +93,28 @@ def test_mismatched_config_on_resume_is_refused(tmp_path, shared_data):
     c.student.dim = 32
     with pytest.raises(ValueError, match="dim"):
         stages.run_continual(c, tmp_path)
+
+
+def test_run_writes_accuracy_matrix_and_routing_plots(tmp_path, shared_data):
+    c = tiny_config()
+    c.data.dir = str(shared_data)
+    stages.run_continual(c, tmp_path, max_stages=1)
+    for name in ("results.json", "accuracy_matrix.md", "accuracy_matrix.png", "routing.json"):
+        assert (tmp_path / name).exists(), name
+    routing = json.loads((tmp_path / "routing.json").read_text())
+    assert routing["tasks"] == ["reach-v3"]
+    np.testing.assert_allclose(np.sum(routing["fractions"], axis=-1), 1.0, rtol=1e-6)
+
+
+def test_contrastive_task_context_trains_an_encoder_and_restores_it(tmp_path, shared_data):
+    c = tiny_config()
+    c.data.dir = str(shared_data)
+    c.student.task_context = "contrastive"
+    c.continual.stage_sizes = (2, 1)
+    c.task_encoder.steps, c.task_encoder.batch_size, c.task_encoder.hidden = 5, 32, (16,)
+    out = stages.run_continual(c, tmp_path)
+    assert out["state"].encoder is not None
+    assert (tmp_path / "task_embedding_pca.png").exists()
+    *_, encoder = evaluate_checkpoint.restore_student(tmp_path / "checkpoints")
+    for a, b in zip(jax.tree.leaves(encoder), jax.tree.leaves(out["state"].encoder)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -25,7 +25,7 @@ from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.envs import MT25_TASKS, make_env, validate_tasks
-from cpd_jax.evaluation import closed_loop, metrics, report
+from cpd_jax.evaluation import closed_loop, metrics, report, routing_stats
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
 from cpd_jax.student import task_embedding
 from cpd_jax.student.inputs import ObsNorm, fit_obs_norm
@@ -313,6 +313,37 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
     return dict(results, state=run)  # the in-memory RunState too (not in results.json)
 
 
+def write_routing_and_embedding_plots(workdir, config, run: RunState, tasks,
+                                      windows_per_task: int = 64) -> list[str]:
+    """Per-task expert-usage heatmaps (paper Table 9) and, with a task encoder, the PCA of
+    task embeddings (Fig. 3), from windows of each seen task's teacher data."""
+    data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
+            for t in tasks]
+    source = distillation.make_window_source(data, config.student.seq_len)
+    history, _ = distillation.sample_batch(jax.random.PRNGKey(config.seed), source,
+                                           windows_per_task * len(tasks))
+    from cpd_jax.student.inputs import student_inputs
+    inputs = student_inputs(config.student.task_context, history, embed_fn_for(run.encoder),
+                            run.obs_norm)
+    model = _student(config, num_experts(run.params))
+    _, aux = jax.jit(model.apply)({"params": run.params}, inputs, history.valid)
+    token_tasks = routing_stats.token_task_ids(np.asarray(history.task_id),
+                                               config.student.seq_len)
+    ids, fractions = routing_stats.per_task_fractions(
+        aux["expert_index"], token_tasks, num_experts(run.params),
+        token_mask=np.asarray(history.valid).reshape(-1))
+    names = [MT25_TASKS[int(i)] for i in ids]
+    out = pathlib.Path(workdir)
+    paths = [routing_stats.write_fractions_json(str(out / "routing.json"), ids, fractions,
+                                                names)]
+    paths += routing_stats.plot_routing_heatmaps(fractions, names, str(out))
+    if run.encoder is not None:
+        z = embed_fn_for(run.encoder)(history)
+        paths.append(routing_stats.plot_task_embedding_pca(
+            z, np.asarray(history.task_id), dict(enumerate(MT25_TASKS)), str(out)))
+    return paths
+
+
 def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task, wall):
     """results.json (R with NaN rows for stages not run yet) and the accuracy-matrix
     JSON/markdown/heatmap of the finished stages."""
@@ -327,4 +358,6 @@ def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task
     (pathlib.Path(workdir) / "results.json").write_text(json.dumps(results, indent=2,
                                                                    default=float))
     report.write_accuracy_matrix(workdir, done, tasks, stage_of_task)
+    seen = [t for t, k in zip(tasks, stage_of_task) if k < run.stages_done]
+    write_routing_and_embedding_plots(workdir, config, run, seen)
     return results
