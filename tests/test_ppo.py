@@ -4,6 +4,7 @@ Golden values come from numpy loops / numpy.linalg.lstsq / jax.jacobian; the
 training tests use the tiny point-mass env with the CPU config.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -15,20 +16,30 @@ import numpy as np
 import pytest
 
 from cpd_jax.configs import teachers_ppo, teachers_ppo_cpu
-from cpd_jax.teachers import networks, ppo, toy_envs
+from cpd_jax.teachers import networks, ppo, ppo_runner, toy_envs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS3 = ("point-mass-center", "point-mass-east", "point-mass-north")
 
 
-def small_config(**overrides):
-    """CPU config cut to a couple of eval periods (for equality tests)."""
+def small_config(num_evals: int = 2):
+    """CPU config cut to `num_evals` eval periods of 2 updates, no early stop (for
+    equality tests). The runner test uses the same config, so compiled functions
+    are shared through `ppo_runner`'s cache when both files run in one process."""
     c = teachers_ppo_cpu.get_config().ppo
-    c.eval_every_steps = 2 * c.num_envs * c.unroll_length  # 2 updates per eval
-    c.total_env_steps = 2 * c.eval_every_steps  # 2 eval periods
+    c.eval_every_steps = 2 * c.num_envs * c.unroll_length  # 2 updates per eval period
+    c.total_env_steps = num_evals * c.eval_every_steps
     c.num_eval_envs = 8
-    for k, v in overrides.items():
-        setattr(c, k, v)
+    c.early_stop_success = 2.0  # never: these tests need a fixed amount of work
     return c
+
+
+@functools.lru_cache(maxsize=None)
+def _unsharded_multi_task_run(seed: int):
+    """(TrainState[3], metrics[3, 2]) of the 3 toy tasks, vmapped, one device."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    goals = jnp.asarray(toy_envs.toy_task_params(TASKS3))
+    return keys, goals, ppo.make_multi_task_train(small_config(), toy_envs.PointMass())(keys, goals)
 
 
 # ------------------------------------------------------------------------ math
@@ -180,10 +191,7 @@ def _train_tasks_alone(c, keys, goals):
 
 def test_vmapped_tasks_equal_tasks_alone():
     c = small_config()
-    keys = jax.random.split(jax.random.PRNGKey(7), 3)
-    goals = jnp.asarray(toy_envs.toy_task_params(
-        ["point-mass-center", "point-mass-east", "point-mass-north"]))
-    batched_state, batched_m = ppo.make_multi_task_train(c, toy_envs.PointMass())(keys, goals)
+    keys, goals, (batched_state, batched_m) = _unsharded_multi_task_run(7)
     for i, (state, m) in enumerate(_train_tasks_alone(c, keys, goals)):
         jax.tree_util.tree_map(
             lambda a, b: np.testing.assert_allclose(a[i], b, rtol=1e-4, atol=1e-5),
@@ -191,44 +199,42 @@ def test_vmapped_tasks_equal_tasks_alone():
         np.testing.assert_allclose(batched_m["eval_return"][i], m["eval_return"],
                                    rtol=1e-4, atol=1e-4)
     # Different tasks really are different problems.
-    assert not np.allclose(batched_state.params["policy"]["params"]["mean"]["Dense_0"]["kernel"][0],
-                           batched_state.params["policy"]["params"]["mean"]["Dense_0"]["kernel"][1])
+    kernel = batched_state.params["policy"]["params"]["mean"]["Dense_0"]["kernel"]
+    assert not np.allclose(kernel[0], kernel[1])
 
 
 def test_stopped_task_is_frozen_while_others_train():
     c = small_config()
-    fns = ppo.make_ppo(c, toy_envs.PointMass())
+    # The runner's cached (init, chunk) pair: compiled once for this and the runner test.
+    _, init_fn, chunk_fn = ppo_runner._compiled(ppo_runner._config_key(c), toy_envs.PointMass())
     keys = jax.random.split(jax.random.PRNGKey(1), 3)
-    goals = jnp.asarray(toy_envs.toy_task_params(
-        ["point-mass-center", "point-mass-east", "point-mass-north"]))
-    state0 = jax.vmap(fns.init)(keys, goals)
+    state0 = init_fn(keys, jnp.asarray(toy_envs.toy_task_params(TASKS3)))
     state0 = state0.replace(stopped=jnp.array([False, True, False]))
-    state1, m = jax.jit(jax.vmap(lambda s: fns.train_chunk(s, 1)))(state0)
+    state1, m = chunk_fn(state0, 2)
     same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a[1], b[1])), state0, state1)
     assert all(jax.tree_util.tree_leaves(same)), same
     for i in (0, 2):
-        assert int(state1.env_steps[i]) == 2 * c.num_envs * c.unroll_length
+        assert int(state1.env_steps[i]) == 2 * 2 * c.num_envs * c.unroll_length
         assert not np.array_equal(state0.params["policy"]["params"]["mean"]["Dense_0"]["kernel"][i],
                                   state1.params["policy"]["params"]["mean"]["Dense_0"]["kernel"][i])
-    assert np.asarray(m["active"]).tolist() == [[True], [False], [True]]
+    assert np.asarray(m["active"]).tolist() == [[True, True], [False, False], [True, True]]
 
 
 _SHARDED_SCRIPT = textwrap.dedent("""
+    import sys
     import jax, jax.numpy as jnp, numpy as np
-    from tests.test_ppo import small_config
+    from tests.test_ppo import small_config, TASKS3
     from cpd_jax.teachers import ppo, toy_envs
     assert jax.device_count() == 4, jax.devices()
-    c = small_config()
-    tasks = ["point-mass-center", "point-mass-east", "point-mass-north"]
-    keys = jax.random.split(jax.random.PRNGKey(3), 3)  # 3 tasks on 4 devices: padded
-    goals = jnp.asarray(toy_envs.toy_task_params(tasks))
+    keys = jax.random.split(jax.random.PRNGKey(7), 3)  # 3 tasks on 4 devices: padded
+    goals = jnp.asarray(toy_envs.toy_task_params(TASKS3))
     mesh = ppo.task_mesh()
-    s_sh, m_sh = ppo.make_multi_task_train(c, toy_envs.PointMass(), mesh)(keys, goals)
-    s_un, m_un = ppo.make_multi_task_train(c, toy_envs.PointMass())(keys, goals)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                           (s_sh.params, m_sh["eval_return"]), (s_un.params, m_un["eval_return"]))
-    # The sharded program did run across devices.
-    fns = ppo.make_ppo(c, toy_envs.PointMass())
+    state, m = ppo.make_multi_task_train(small_config(), toy_envs.PointMass(), mesh)(keys, goals)
+    leaves = jax.tree_util.tree_leaves(state.params)
+    np.savez(sys.argv[1], eval_return=np.asarray(m["eval_return"]),
+             **{f"p{i}": np.asarray(x) for i, x in enumerate(leaves)})
+    # The program really ran across the 4 devices.
+    fns = ppo.make_ppo(small_config(), toy_envs.PointMass())
     keys4 = jax.random.split(jax.random.PRNGKey(3), 4)
     st = jax.jit(jax.vmap(fns.init))(*ppo.shard_tasks((keys4, jnp.zeros((4, 2))), mesh))
     assert len(st.params["policy"]["params"]["mean"]["Dense_0"]["kernel"].sharding.device_set) == 4
@@ -236,9 +242,15 @@ _SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_on_4_host_devices_equals_unsharded():
+def test_sharded_on_4_host_devices_equals_unsharded(tmp_path):
+    out_file = str(tmp_path / "sharded.npz")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, cwd=REPO,
+    out = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT, out_file], env=env, cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert "SHARDED_OK" in out.stdout, out.stdout + out.stderr
+    _, _, (state, m) = _unsharded_multi_task_run(7)  # same keys, one device
+    sharded = np.load(out_file)
+    np.testing.assert_allclose(sharded["eval_return"], m["eval_return"], rtol=1e-4, atol=1e-4)
+    for i, x in enumerate(jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_allclose(sharded[f"p{i}"], x, rtol=1e-4, atol=1e-5)

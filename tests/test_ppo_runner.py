@@ -9,15 +9,12 @@ import numpy as np
 
 from cpd_jax.configs import teachers_ppo_cpu
 from cpd_jax.teachers import ppo, ppo_runner, toy_envs
+from tests.test_ppo import small_config
 
 
 def runner_config(total_evals: int):
     config = teachers_ppo_cpu.get_config()
-    c = config.ppo
-    c.eval_every_steps = 2 * c.num_envs * c.unroll_length  # 2 updates per eval period
-    c.total_env_steps = total_evals * c.eval_every_steps
-    c.num_eval_envs = 8
-    c.early_stop_success = 2.0  # never: the resume test needs a fixed amount of work
+    config.ppo = small_config(total_evals)  # same compiled functions as test_ppo.py
     config.teachers.tasks = ("point-mass-east", "point-mass-north")
     config.teachers.evals_per_chunk = 2
     return config
