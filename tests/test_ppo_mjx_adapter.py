@@ -53,3 +53,8 @@ def test_random_mode_and_ppo_update_through_adapter():
 def test_bad_variation_mode():
     with pytest.raises(ValueError):
         mjx_adapter.make_mjx_env("reach-v3", variations="nope")
+
+
+def test_adapter_is_hashable_for_the_runner_cache():
+    env = mjx_adapter.MjxTaskEnv(sawyer=FakeSawyer(), rand_vecs=RAND_VECS)
+    assert hash(env) == hash(env)

@@ -59,6 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.teachers = ml_collections.ConfigDict()
     config.teachers.tasks = MT25_TASKS  # any subset: one batch job per task or group
     config.teachers.env_backend = "mjx"  # "mjx" (Meta-World port) or "point_mass" (toy)
+    config.teachers.variations = "mt50"  # mjx: episodes draw one of the task's 50 MT50
+    #                                      variations ("random": fresh from reset space)
     config.teachers.evals_per_chunk = 5  # eval periods per jitted chunk; a checkpoint
     #                                      of the full training state follows each chunk
     config.teachers.shard = True  # shard the task axis over all local devices

@@ -22,8 +22,8 @@ from cpd_jax.envs.tasks import ACTION_DIM, OBS_DIM
 VARIATION_MODES = ("mt50", "random")
 
 
-@dataclasses.dataclass(frozen=True)
-class MjxTaskEnv:
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (holds arrays):
+class MjxTaskEnv:  # the runner caches compiled functions per env object
     """`ppo.Env` over one MJX Meta-World task.
 
     variations: "mt50" draws each episode's variation uniformly from the task's 50

@@ -64,7 +64,7 @@ def env_groups(config) -> list[tuple[str, ppo.Env, list[str], Any]]:
         from cpd_jax.envs.tasks import validate_tasks
         from cpd_jax.teachers import mjx_adapter
         validate_tasks(tasks)
-        return [(t, mjx_adapter.make_mjx_env(t, config.teachers.get("variations", "mt50")),
+        return [(t, mjx_adapter.make_mjx_env(t, config.teachers.variations),
                  [t], None) for t in tasks]
     raise ValueError(f"unknown teachers.env_backend {backend!r}")
 
