@@ -1,0 +1,61 @@
+"""Adapter: the MJX Meta-World port (`cpd_jax.envs.mjx`) as a PPO `ppo.Env`.
+
+The port's `SawyerEnv(task)` exposes pure `reset(key, rand_vec) -> State`,
+`reset_random(key) -> State` and `step(State, action) -> State`; its State has
+`.obs float32[39]`, `.reward float32[]`, `.done bool[]` (500-step truncation) and
+`.info['success']`, which is all PPO reads. This module only maps `reset(key)` to a
+choice of variation; the port itself is not touched.
+
+One MJX program per task: tasks have different MuJoCo models, so they cannot share a
+vmapped step (`with_task` is not provided; the runner loops over tasks).
+"""
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cpd_jax.envs.tasks import ACTION_DIM, OBS_DIM
+
+VARIATION_MODES = ("mt50", "random")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (holds arrays):
+class MjxTaskEnv:  # the runner caches compiled functions per env object
+    """`ppo.Env` over one MJX Meta-World task.
+
+    variations: "mt50" draws each episode's variation uniformly from the task's 50
+    MT50(seed=0) rand_vecs (the ones evaluation and rollout collection use);
+    "random" samples a fresh variation from the task's reset space.
+    """
+
+    sawyer: Any  # cpd_jax.envs.mjx.sawyer.SawyerEnv
+    rand_vecs: Any = None  # float32[50, d] for "mt50"
+    variations: str = "mt50"
+    observation_size: int = OBS_DIM
+    action_size: int = ACTION_DIM
+
+    def reset(self, key: jax.Array):
+        if self.variations == "random":
+            return self.sawyer.reset_random(key)
+        k_var, k_reset = jax.random.split(key)
+        rv = jnp.asarray(self.rand_vecs)
+        return self.sawyer.reset(k_reset, rv[jax.random.randint(k_var, (), 0, rv.shape[0])])
+
+    def step(self, state, action: jax.Array):
+        return self.sawyer.step(state, action)
+
+
+def make_mjx_env(task: str, variations: str = "mt50") -> MjxTaskEnv:
+    """Builds the port's env for `task` (host work: model edits, reset cache)."""
+    if variations not in VARIATION_MODES:
+        raise ValueError(f"variations must be one of {VARIATION_MODES}, got {variations!r}")
+    from cpd_jax.envs.mjx import sawyer  # lazy: the port is optional at import time
+
+    rand_vecs = None
+    if variations == "mt50":
+        from cpd_jax.envs import variations as variations_lib
+        rand_vecs = np.asarray(variations_lib.all_rand_vecs()[task], np.float32)
+    return MjxTaskEnv(sawyer=sawyer.SawyerEnv(task), rand_vecs=rand_vecs, variations=variations)

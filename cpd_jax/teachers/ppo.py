@@ -1,0 +1,532 @@
+"""PPO teachers as pure JAX functions (brax / purejaxrl style).
+
+`make_train(config, env)` returns a pure `train(key, task_params=None)`; everything
+inside is `lax.scan`: rollout -> GAE -> epochs x minibatches, grouped into eval
+periods after which a task early-stops once its deterministic success reaches
+`config.early_stop_success`. Because `train` is pure, tasks vmap for free
+(`make_multi_task_train`), and the task axis is sharded over devices with
+`jax.sharding` (`shard_tasks`). A task that has stopped keeps computing under vmap
+but its state is frozen by a `jnp.where` over the whole TrainState pytree.
+
+`config` here is the `ppo` ConfigDict of `cpd_jax/configs/teachers_ppo.py`.
+
+Episode ends (the env's `done` or the time limit `episode_length`) are treated as
+terminal in GAE, as garage/rllab do with a time-feature linear baseline (the time
+features make the truncated return predictable). See PPO_NOTES.md.
+"""
+
+import math
+from typing import Any, NamedTuple, Optional, Protocol
+
+import flax.struct as struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from cpd_jax.teachers import networks
+
+# --------------------------------------------------------------------------- env API
+
+
+@struct.dataclass
+class EnvState:
+    """One env's state (brax/playground style); batch axes are added by vmap.
+
+    obs: float32[D]; reward: float32[]; done: float32[] (1.0 = terminated);
+    info: dict with at least 'success' float32[] (1.0 = task solved at this step);
+    pipeline_state: whatever the env needs internally (physics data, goal, ...).
+    """
+
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    info: dict
+    pipeline_state: Any = None
+
+
+class Env(Protocol):
+    """Functional env: pure reset/step on a single (unbatched) env.
+
+    Envs whose dynamics depend on per-task parameters (a goal region, an MJX model
+    variant, ...) also provide `with_task(task_params) -> Env`; `task_params` is a
+    pytree that may be traced, so tasks can be vmapped.
+    """
+
+    observation_size: int
+    action_size: int
+
+    def reset(self, key: jax.Array) -> EnvState: ...
+
+    def step(self, state: EnvState, action: jax.Array) -> EnvState: ...
+
+
+def bind_task(env: Env, task_params: Any) -> Env:
+    """The env specialised to `task_params` (None: the env itself)."""
+    return env if task_params is None else env.with_task(task_params)
+
+
+# ------------------------------------------------------------- observation normaliser
+
+
+@struct.dataclass
+class RunningStats:
+    """Running mean/variance of observations (Chan et al. parallel update).
+
+    mean, var: float32[D]; count: float32[] (starts at a tiny epsilon so the
+    first update is well defined)."""
+
+    mean: jax.Array
+    var: jax.Array
+    count: jax.Array
+
+
+def init_running_stats(size: int) -> RunningStats:
+    return RunningStats(mean=jnp.zeros((size,), jnp.float32),
+                        var=jnp.ones((size,), jnp.float32),
+                        count=jnp.asarray(1e-4, jnp.float32))
+
+
+def update_running_stats(stats: RunningStats, x: jax.Array) -> RunningStats:
+    """Folds the batch x float32[N, D] into `stats`."""
+    n = jnp.asarray(x.shape[0], jnp.float32)
+    b_mean = jnp.mean(x, axis=0)
+    b_var = jnp.var(x, axis=0)
+    total = stats.count + n
+    delta = b_mean - stats.mean
+    mean = stats.mean + delta * n / total
+    m2 = stats.var * stats.count + b_var * n + delta**2 * stats.count * n / total
+    return RunningStats(mean=mean, var=m2 / total, count=total)
+
+
+def normalize_obs(stats: RunningStats, obs: jax.Array, clip: float,
+                  enabled: bool = True) -> jax.Array:
+    """(obs - mean) / std, clipped to [-clip, clip]; obs float32[..., D]."""
+    if not enabled:
+        return obs
+    return jnp.clip((obs - stats.mean) * jax.lax.rsqrt(stats.var + 1e-8), -clip, clip)
+
+
+# ------------------------------------------------------------------------------- GAE
+
+
+def compute_gae(rewards: jax.Array, values: jax.Array, dones: jax.Array,
+                last_value: jax.Array, gamma: float, lam: float
+                ) -> tuple[jax.Array, jax.Array]:
+    """Generalised advantage estimation over a rollout.
+
+    rewards, values, dones: float32[T, B] (dones[t] = 1: the episode ended after step
+    t, so step t does not bootstrap from values[t + 1]); last_value: float32[B], the
+    value of the observation after the last step.
+    Returns (advantages, returns = advantages + values), both float32[T, B].
+    With lam = 1 the returns are the discounted Monte-Carlo returns (bootstrapped
+    with last_value where the rollout cuts an episode).
+    """
+    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
+    not_done = 1.0 - dones
+    deltas = rewards + gamma * next_values * not_done - values
+
+    def backward(carry, xs):
+        delta, nd = xs
+        adv = delta + gamma * lam * nd * carry
+        return adv, adv
+
+    _, adv = jax.lax.scan(backward, jnp.zeros_like(last_value), (deltas, not_done),
+                          reverse=True)
+    return adv, adv + values
+
+
+# ------------------------------------------------------------------ linear baseline
+
+
+def linear_baseline_features(obs: jax.Array, t: jax.Array, feature_clip: float,
+                             time_scale: float) -> jax.Array:
+    """garage/rllab LinearFeatureBaseline features.
+
+    obs float32[..., D] (normalised obs), t int32[...] (step within the episode) ->
+    float32[..., 2D + 4]: [o, o^2, t/s, (t/s)^2, (t/s)^3, 1] with o = clip(obs) and
+    s = time_scale."""
+    o = jnp.clip(obs, -feature_clip, feature_clip)
+    tt = (t.astype(jnp.float32) / time_scale)[..., None]
+    return jnp.concatenate([o, o * o, tt, tt**2, tt**3, jnp.ones_like(tt)], axis=-1)
+
+
+def fit_linear_baseline(features: jax.Array, targets: jax.Array,
+                        ridge: float) -> jax.Array:
+    """Ridge least squares: argmin_w |F w - y|^2 + ridge |w|^2.
+
+    features float32[N, F], targets float32[N] -> coefficients float32[F].
+    Solved as an ordinary least squares problem on the augmented system
+    [F; sqrt(ridge) I] w = [y; 0] (SVD-based lstsq), which is better conditioned in
+    float32 than garage's normal equations (F^T F + ridge I) w = F^T y -- the same
+    minimiser."""
+    n_feat = features.shape[-1]
+    a = jnp.concatenate([features, math.sqrt(ridge) * jnp.eye(n_feat, dtype=features.dtype)])
+    b = jnp.concatenate([targets, jnp.zeros((n_feat,), targets.dtype)])
+    coeffs, _, _, _ = jnp.linalg.lstsq(a, b)
+    # garage retries with a larger ridge on NaN; here a non-finite fit keeps zeros
+    # (value 0 = plain returns as advantages) rather than poisoning training.
+    return jnp.where(jnp.all(jnp.isfinite(coeffs)), coeffs, jnp.zeros_like(coeffs))
+
+
+# ---------------------------------------------------------------------- train state
+
+
+@struct.dataclass
+class TrainState:
+    """Everything one teacher's training carries between updates.
+
+    params: {'policy': ..., 'critic': ...} ('critic' only for the MLP baseline);
+    opt_state: optax state of params; obs_stats: RunningStats[D];
+    baseline_coeffs: float32[2D + 4] (linear baseline; unused for the MLP critic);
+    env_state: EnvState batched over B envs; episode_t: int32[B] (step in episode);
+    episode_return: float32[B]; episode_success: float32[B] (1 if success so far);
+    key: PRNG key; task_params: pytree the env is bound to (None for one-task envs);
+    env_steps: int32[] env steps trained on; num_updates: int32[];
+    stopped: bool[] (early-stopped: the state no longer changes);
+    eval_success: float32[] (last deterministic eval success rate).
+    """
+
+    params: Any
+    opt_state: Any
+    obs_stats: RunningStats
+    baseline_coeffs: jax.Array
+    env_state: EnvState
+    episode_t: jax.Array
+    episode_return: jax.Array
+    episode_success: jax.Array
+    key: jax.Array
+    task_params: Any
+    env_steps: jax.Array
+    num_updates: jax.Array
+    stopped: jax.Array
+    eval_success: jax.Array
+
+
+@struct.dataclass
+class Transition:
+    """A rollout, float32[T, B, ...] unless noted: obs (raw) [.., D], t int32 [T, B],
+    u (pre-tanh action) [.., A], log_prob, reward, done, success."""
+
+    obs: jax.Array
+    t: jax.Array
+    u: jax.Array
+    log_prob: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    success: jax.Array
+
+
+class PPOFunctions(NamedTuple):
+    """The pure pieces `make_ppo` builds; all are jit/vmap-able.
+
+    init(key, task_params=None) -> TrainState
+    update(state) -> (state, metrics): one rollout + PPO update (not masked)
+    evaluate(state, key) -> metrics: deterministic (tanh(mean)) episodes
+    train_chunk(state, num_evals) -> (state, metrics[num_evals]): eval periods with
+        masked updates and early stop (num_evals is static)
+    train(key, task_params=None) -> (state, metrics[num_evals_total])
+    policy_apply(policy_params, obs_normalised) -> (mean, log_std)
+    """
+
+    init: Any
+    update: Any
+    evaluate: Any
+    train_chunk: Any
+    train: Any
+    policy_apply: Any
+    num_evals: int
+    updates_per_eval: int
+
+
+def schedule(config) -> tuple[int, int, int]:
+    """(rollout_steps, updates_per_eval, num_evals) implied by the config."""
+    rollout_steps = config.num_envs * config.unroll_length
+    updates_per_eval = max(1, int(config.eval_every_steps) // rollout_steps)
+    num_evals = max(1, int(config.total_env_steps) // (updates_per_eval * rollout_steps))
+    return rollout_steps, updates_per_eval, num_evals
+
+
+def _tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
+    """Leafwise where(cond, a, b); cond broadcasts against each leaf's leading axes."""
+    def sel(x, y):
+        c = jnp.reshape(cond, cond.shape + (1,) * (x.ndim - cond.ndim))
+        return jnp.where(c, x, y)
+    return jax.tree_util.tree_map(sel, a, b)
+
+
+def make_ppo(config, env: Env) -> PPOFunctions:
+    """Builds the pure PPO functions for `env` under `config` (the `ppo` ConfigDict)."""
+    c = config
+    obs_size, action_size = env.observation_size, env.action_size
+    rollout_steps, updates_per_eval, num_evals = schedule(c)
+    batch_size = rollout_steps
+    minibatch_size = batch_size // c.num_minibatches  # remainder dropped per epoch
+    if minibatch_size < 1:
+        raise ValueError(f"rollout of {batch_size} steps < {c.num_minibatches} minibatches")
+    use_linear = c.baseline == "linear"
+    if c.baseline not in ("linear", "mlp"):
+        raise ValueError(f"baseline must be 'linear' or 'mlp', got {c.baseline!r}")
+    num_features = 2 * obs_size + 4
+
+    policy = networks.GaussianPolicy(
+        action_size=action_size, hidden=tuple(c.policy_hidden),
+        std_hidden=tuple(c.std_hidden), activation=c.activation, init_std=c.init_std,
+        min_std=c.min_std, max_std=c.max_std, mean_out_scale=c.policy_out_scale)
+    critic = networks.Critic(hidden=tuple(c.critic_hidden), activation=c.activation)
+    optimizer = optax.chain(optax.clip_by_global_norm(c.max_grad_norm),
+                            optax.adam(c.learning_rate, eps=c.adam_eps))
+
+    def norm(stats, obs):
+        return normalize_obs(stats, obs, c.obs_clip, c.normalize_observations)
+
+    def features(obs_n, t):
+        return linear_baseline_features(obs_n, t, c.baseline_feature_clip,
+                                        c.baseline_time_scale)
+
+    def value_fn(params, coeffs, obs_n, t):
+        """float32[..., D], int32[...] -> float32[...]."""
+        if use_linear:
+            return features(obs_n, t) @ coeffs
+        return critic.apply(params["critic"], obs_n)
+
+    def reset_batch(bound_env, key):
+        return jax.vmap(bound_env.reset)(jax.random.split(key, c.num_envs))
+
+    def init(key, task_params=None) -> TrainState:
+        k_pol, k_crit, k_env, k_state = jax.random.split(key, 4)
+        dummy = jnp.zeros((obs_size,), jnp.float32)
+        params = {"policy": policy.init(k_pol, dummy)}
+        if not use_linear:
+            params["critic"] = critic.init(k_crit, dummy)
+        bound_env = bind_task(env, task_params)
+        zeros_b = jnp.zeros((c.num_envs,), jnp.float32)
+        return TrainState(
+            params=params, opt_state=optimizer.init(params),
+            obs_stats=init_running_stats(obs_size),
+            baseline_coeffs=jnp.zeros((num_features,), jnp.float32),
+            env_state=reset_batch(bound_env, k_env),
+            episode_t=jnp.zeros((c.num_envs,), jnp.int32),
+            episode_return=zeros_b, episode_success=zeros_b, key=k_state,
+            task_params=task_params, env_steps=jnp.zeros((), jnp.int32),
+            num_updates=jnp.zeros((), jnp.int32), stopped=jnp.zeros((), bool),
+            eval_success=jnp.zeros((), jnp.float32))
+
+    # ------------------------------------------------------------------- rollout
+    def rollout(state: TrainState, key) -> tuple[TrainState, Transition, dict]:
+        bound_env = bind_task(env, state.task_params)
+
+        def step_fn(carry, k):
+            env_state, t, ep_ret, ep_succ = carry
+            k_act, k_reset = jax.random.split(k)
+            obs = env_state.obs
+            mean, log_std = policy.apply(state.params["policy"], norm(state.obs_stats, obs))
+            u = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
+            log_prob = networks.tanh_gaussian_log_prob(u, mean, log_std)
+            nxt = jax.vmap(bound_env.step)(env_state, jnp.tanh(u))
+            t1 = t + 1
+            done = (nxt.done > 0) | (t1 >= c.episode_length)
+            success = nxt.info["success"].astype(jnp.float32)
+            ep_ret1 = ep_ret + nxt.reward
+            ep_succ1 = jnp.maximum(ep_succ, success)
+            # Reset only when some env finished (cheap when episodes align with
+            # rollouts; under a task vmap the cond becomes a select).
+            reset_states = jax.lax.cond(jnp.any(done), lambda: reset_batch(bound_env, k_reset),
+                                        lambda: nxt)
+            env_state1 = _tree_where(done, reset_states, nxt)
+            donef = done.astype(jnp.float32)
+            carry1 = (env_state1, jnp.where(done, 0, t1), ep_ret1 * (1.0 - donef),
+                      ep_succ1 * (1.0 - donef))
+            tr = Transition(obs=obs, t=t, u=u, log_prob=log_prob, reward=nxt.reward,
+                            done=donef, success=success)
+            ep = (donef, ep_ret1 * donef, ep_succ1 * donef)
+            return carry1, (tr, ep)
+
+        carry0 = (state.env_state, state.episode_t, state.episode_return,
+                  state.episode_success)
+        (env_state, t, ep_ret, ep_succ), (traj, ep) = jax.lax.scan(
+            step_fn, carry0, jax.random.split(key, c.unroll_length))
+        n_done = jnp.sum(ep[0])
+        stats = {"train_episodes": n_done,
+                 "train_return": jnp.sum(ep[1]) / jnp.maximum(n_done, 1.0),
+                 "train_success": jnp.sum(ep[2]) / jnp.maximum(n_done, 1.0),
+                 "train_reward_per_step": jnp.mean(traj.reward)}
+        state = state.replace(env_state=env_state, episode_t=t, episode_return=ep_ret,
+                              episode_success=ep_succ)
+        return state, traj, stats
+
+    # ---------------------------------------------------------------------- loss
+    def loss_fn(params, mb):
+        mean, log_std = policy.apply(params["policy"], mb["obs"])
+        log_prob = networks.tanh_gaussian_log_prob(mb["u"], mean, log_std)
+        ratio = jnp.exp(log_prob - mb["log_prob"])
+        adv = mb["adv"]
+        pg_loss = -jnp.mean(jnp.minimum(
+            ratio * adv, jnp.clip(ratio, 1.0 - c.clip_eps, 1.0 + c.clip_eps) * adv))
+        entropy = jnp.mean(networks.gaussian_entropy(log_std))
+        loss = pg_loss - c.entropy_coef * entropy
+        v_loss = jnp.zeros(())
+        if not use_linear:
+            v_loss = 0.5 * jnp.mean((critic.apply(params["critic"], mb["obs"]) - mb["ret"])**2)
+            loss = loss + c.value_coef * v_loss
+        approx_kl = jnp.mean((ratio - 1.0) - jnp.log(ratio))  # k3 estimator, >= 0
+        clip_frac = jnp.mean((jnp.abs(ratio - 1.0) > c.clip_eps).astype(jnp.float32))
+        return loss, {"pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy,
+                      "approx_kl": approx_kl, "clip_frac": clip_frac,
+                      "std": jnp.mean(jnp.exp(log_std))}
+
+    def sgd_step(carry, mb):
+        params, opt_state = carry
+        grads, m = jax.grad(loss_fn, has_aux=True)(params, mb)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        m["grad_norm"] = optax.global_norm(grads)
+        return (optax.apply_updates(params, updates), opt_state), m
+
+    # -------------------------------------------------------------------- update
+    def update(state: TrainState) -> tuple[TrainState, dict]:
+        key, k_roll, k_sgd = jax.random.split(state.key, 3)
+        state, traj, roll_stats = rollout(state, k_roll)
+        obs_n = norm(state.obs_stats, traj.obs)                       # [T, B, D]
+        last_obs_n = norm(state.obs_stats, state.env_state.obs)       # [B, D]
+        values = value_fn(state.params, state.baseline_coeffs, obs_n, traj.t)
+        last_value = value_fn(state.params, state.baseline_coeffs, last_obs_n,
+                              state.episode_t)
+        adv, ret = compute_gae(traj.reward, values, traj.done, last_value,
+                               c.gamma, c.gae_lambda)
+        coeffs = state.baseline_coeffs
+        if use_linear:
+            # Fitted after computing this batch's advantages (garage/rllab order):
+            # the advantages use the baseline fitted on the previous batch.
+            _, mc_ret = compute_gae(traj.reward, values, traj.done, last_value, c.gamma, 1.0)
+            coeffs = fit_linear_baseline(features(obs_n, traj.t).reshape(-1, num_features),
+                                         mc_ret.reshape(-1), c.baseline_ridge)
+        flat = lambda x: x.reshape((batch_size,) + x.shape[2:])
+        adv = flat(adv)
+        if c.normalize_advantages:
+            adv = (adv - jnp.mean(adv)) / (jnp.std(adv) + 1e-8)
+        batch = {"obs": flat(obs_n), "u": flat(traj.u), "log_prob": flat(traj.log_prob),
+                 "adv": adv, "ret": flat(ret)}
+
+        def epoch(carry, k):
+            perm = jax.random.permutation(k, batch_size)
+            perm = perm[:c.num_minibatches * minibatch_size].reshape(
+                c.num_minibatches, minibatch_size)
+            mbs = jax.tree_util.tree_map(lambda x: x[perm], batch)
+            return jax.lax.scan(sgd_step, carry, mbs)
+
+        (params, opt_state), sgd_m = jax.lax.scan(
+            epoch, (state.params, state.opt_state), jax.random.split(k_sgd, c.num_epochs))
+        # Normaliser updated after the SGD so the ratio starts at exactly 1 (the rollout
+        # and the update see the same statistics).
+        obs_stats = state.obs_stats
+        if c.normalize_observations:
+            obs_stats = update_running_stats(obs_stats, traj.obs.reshape(-1, obs_size))
+        metrics = {k: jnp.mean(v) for k, v in sgd_m.items()}
+        metrics.update(roll_stats)
+        metrics["baseline_explained_var"] = 1.0 - jnp.var(ret - values) / (jnp.var(ret) + 1e-8)
+        state = state.replace(params=params, opt_state=opt_state, obs_stats=obs_stats,
+                              baseline_coeffs=coeffs, key=key,
+                              env_steps=state.env_steps + rollout_steps,
+                              num_updates=state.num_updates + 1)
+        return state, metrics
+
+    # ------------------------------------------------------------------ evaluate
+    def evaluate(state: TrainState, key) -> dict:
+        """Deterministic tanh(mean) episodes of `episode_length` steps on
+        `num_eval_envs` fresh resets; success = success at any step."""
+        bound_env = bind_task(env, state.task_params)
+        s0 = jax.vmap(bound_env.reset)(jax.random.split(key, c.num_eval_envs))
+
+        def step_fn(carry, _):
+            s, alive, ret, succ = carry
+            mean, _ = policy.apply(state.params["policy"], norm(state.obs_stats, s.obs))
+            s1 = jax.vmap(bound_env.step)(s, jnp.tanh(mean))
+            ret = ret + alive * s1.reward
+            succ = jnp.maximum(succ, alive * s1.info["success"].astype(jnp.float32))
+            alive = alive * (1.0 - (s1.done > 0).astype(jnp.float32))
+            return (s1, alive, ret, succ), None
+
+        ones = jnp.ones((c.num_eval_envs,), jnp.float32)
+        (_, _, ret, succ), _ = jax.lax.scan(step_fn, (s0, ones, 0.0 * ones, 0.0 * ones),
+                                            None, length=c.episode_length)
+        return {"eval_success": jnp.mean(succ), "eval_return": jnp.mean(ret)}
+
+    # --------------------------------------------------------------- train loops
+    def masked_update(state: TrainState, _):
+        new_state, metrics = update(state)
+        # An early-stopped task keeps its state bit for bit (its compute is wasted
+        # under vmap, but the other tasks go on).
+        return _tree_where(state.stopped, state, new_state), metrics
+
+    def eval_period(state: TrainState, _):
+        was_stopped = state.stopped
+        state, m = jax.lax.scan(masked_update, state, None, length=updates_per_eval)
+        m = jax.tree_util.tree_map(jnp.mean, m)
+        ev = evaluate(state, jax.random.fold_in(state.key, state.num_updates))
+        stopped = was_stopped | (ev["eval_success"] >= c.early_stop_success)
+        state = state.replace(
+            stopped=stopped,
+            eval_success=jnp.where(was_stopped, state.eval_success, ev["eval_success"]))
+        m.update(ev)
+        m.update({"env_steps": state.env_steps, "active": ~was_stopped,
+                  "stopped": stopped})
+        return state, m
+
+    def train_chunk(state: TrainState, n_evals: int):
+        return jax.lax.scan(eval_period, state, None, length=n_evals)
+
+    def train(key, task_params=None):
+        return train_chunk(init(key, task_params), num_evals)
+
+    return PPOFunctions(init=init, update=update, evaluate=evaluate,
+                        train_chunk=train_chunk, train=train, policy_apply=policy.apply,
+                        num_evals=num_evals, updates_per_eval=updates_per_eval)
+
+
+def make_train(config, env: Env):
+    """purejaxrl-style entry point: a pure `train(key, task_params=None) ->
+    (TrainState, metrics)` with metrics float32[num_evals] per field."""
+    return make_ppo(config, env).train
+
+
+# ---------------------------------------------------------------- many teachers
+
+
+def task_mesh(devices: Optional[list] = None) -> jax.sharding.Mesh:
+    """A 1-D mesh over `devices` (default: all local devices) with axis 'tasks'."""
+    devices = jax.local_devices() if devices is None else devices
+    return jax.sharding.Mesh(np.asarray(devices), ("tasks",))
+
+
+def shard_tasks(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    """Places every leaf's leading (task) axis across the mesh's 'tasks' axis."""
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("tasks"))
+    return jax.device_put(tree, sharding)
+
+
+def pad_tasks(tree: Any, multiple: int) -> tuple[Any, int]:
+    """Pads the leading axis to a multiple of `multiple` by repeating the last task.
+    Returns (padded tree, original size); padded tasks' results are to be dropped."""
+    n = jax.tree_util.tree_leaves(tree)[0].shape[0]
+    pad = (-n) % multiple
+    if pad == 0:
+        return tree, n
+    return jax.tree_util.tree_map(
+        lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), tree), n
+
+
+def make_multi_task_train(config, env: Env, mesh: Optional[jax.sharding.Mesh] = None):
+    """`train_tasks(keys[N], task_params[N] or None) -> (TrainState[N], metrics[N, E])`:
+    N teachers in one jitted program, vmapped over the task axis and, when `mesh` is
+    given, sharded over its 'tasks' axis (N is padded to a multiple of the mesh size)."""
+    fns = make_ppo(config, env)
+    vtrain = jax.jit(jax.vmap(fns.train))
+
+    def train_tasks(keys, task_params=None):
+        if mesh is None:
+            return vtrain(keys, task_params)
+        (keys_p, params_p), n = pad_tasks((keys, task_params), mesh.size)
+        out = vtrain(*shard_tasks((keys_p, params_p), mesh))
+        return jax.tree_util.tree_map(lambda x: x[:n], out)
+
+    return train_tasks

@@ -1,0 +1,339 @@
+"""Training driver and teacher output for PPO teachers (the impure outer loop).
+
+    python -m cpd_jax.teachers.ppo_runner --config=cpd_jax/configs/teachers_ppo_cpu.py \
+        --workdir=/tmp/teachers [--config.teachers.tasks="('point-mass-east',)"]
+
+`train_teachers(config, workdir)` trains `config.teachers.tasks` (any subset, so one
+batch job per task or group of tasks can share a workdir):
+* tasks that share an env program (the toy env) are vmapped and sharded over local
+  devices; MJX tasks (one MuJoCo model each) run one program per task;
+* the jitted unit is a chunk of `evals_per_chunk` eval periods; after each chunk the
+  whole batched TrainState is checkpointed with orbax (`<workdir>/ppo_state/<group>`)
+  so a killed job restarted with the same command resumes; the loop ends early when
+  every task of the group has early-stopped;
+* output per task under `<workdir>/teachers/<task>/`: orbax checkpoint of the policy
+  params + obs normaliser (`policy/`), `metadata.json` (config, sizes, results),
+  `curve.json` and `curve.png` (success and return vs env steps); plus
+  `<workdir>/teachers/success_table.md` (paper Table 3 style) over all tasks present.
+
+`PPOTeacher.load(dir, task).action_mean(obs float32[B, D]) -> float32[B, A]` is what
+rollout collection calls (deterministic tanh(mean)).
+"""
+
+import dataclasses
+import functools
+import json
+import os
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from cpd_jax.teachers import networks, ppo, toy_envs
+
+STATE_DIR = "ppo_state"
+TEACHERS_DIR = "teachers"
+POLICY_DIR = "policy"
+
+
+# ------------------------------------------------------------------------ envs
+
+
+def task_key(seed: int, task: str) -> jax.Array:
+    """The training key of `task`: fold_in(PRNGKey(seed), stable task index), so a task
+    gets the same key whether it trains alone or in a group."""
+    from cpd_jax.envs.tasks import MT25_TASKS
+    names = list(MT25_TASKS) + list(toy_envs.TOY_TASKS)
+    return jax.random.fold_in(jax.random.PRNGKey(seed), names.index(task))
+
+
+def env_groups(config) -> list[tuple[str, ppo.Env, list[str], Any]]:
+    """[(group name, env, tasks, stacked task_params or None)] for config.teachers."""
+    backend = config.teachers.env_backend
+    tasks = list(config.teachers.tasks)
+    if backend == "point_mass":
+        unknown = [t for t in tasks if t not in toy_envs.TOY_TASKS]
+        if unknown:
+            raise ValueError(f"unknown toy tasks {unknown}; have {sorted(toy_envs.TOY_TASKS)}")
+        return [("point_mass", toy_envs.PointMass(), tasks,
+                 jnp.asarray(toy_envs.toy_task_params(tasks)))]
+    if backend == "mjx":
+        from cpd_jax.envs.tasks import validate_tasks
+        from cpd_jax.teachers import mjx_adapter
+        validate_tasks(tasks)
+        return [(t, mjx_adapter.make_mjx_env(t, config.teachers.variations),
+                 [t], None) for t in tasks]
+    raise ValueError(f"unknown teachers.env_backend {backend!r}")
+
+
+# ----------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_manager(path: str):
+    import orbax.checkpoint as ocp
+    return ocp.CheckpointManager(os.path.abspath(path),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=1))
+
+
+def _leaves_dict(tree) -> dict[str, Any]:
+    return {f"{i:05d}": x for i, x in enumerate(jax.tree_util.tree_leaves(tree))}
+
+
+def save_state(path: str, step: int, state: ppo.TrainState, curves: dict) -> None:
+    """Checkpoint of a batched TrainState (+ the curves so far, as JSON)."""
+    import orbax.checkpoint as ocp
+    with _checkpoint_manager(path) as mngr:
+        mngr.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(_leaves_dict(state)),
+            curves=ocp.args.JsonSave(curves)))
+        mngr.wait_until_finished()
+
+
+def restore_state(path: str, like: ppo.TrainState) -> Optional[tuple[int, Any, dict]]:
+    """(step, state, curves) of the latest checkpoint under `path`, or None. `like` is a
+    freshly initialised state that gives the tree structure, shapes and shardings."""
+    import orbax.checkpoint as ocp
+    if not os.path.isdir(path):
+        return None
+    with _checkpoint_manager(path) as mngr:
+        step = mngr.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _leaves_dict(like))
+        out = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), curves=ocp.args.JsonRestore()))
+    leaves = [out["state"][k] for k in sorted(out["state"])]
+    treedef = jax.tree_util.tree_structure(like)
+    return step, jax.tree_util.tree_unflatten(treedef, leaves), dict(out["curves"])
+
+
+def _jsonable(x):
+    if isinstance(x, (tuple, list)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    return x
+
+
+def export_teacher(out_dir: str, task: str, config, state_i: ppo.TrainState,
+                   curve: dict, obs_size: int, action_size: int) -> None:
+    """Writes one task's teacher: policy params + obs normaliser (orbax), metadata,
+    learning curve (JSON + PNG). `state_i` is that task's (unbatched) TrainState."""
+    import orbax.checkpoint as ocp
+    os.makedirs(out_dir, exist_ok=True)
+    payload = {"policy": state_i.params["policy"],
+               "obs_stats": {"mean": state_i.obs_stats.mean, "var": state_i.obs_stats.var,
+                             "count": state_i.obs_stats.count}}
+    payload = jax.tree_util.tree_map(np.asarray, payload)
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(os.path.abspath(out_dir), POLICY_DIR), payload, force=True)
+    ckptr.wait_until_finished()
+    success = curve["eval_success"]
+    meta = {
+        "task": task, "obs_size": obs_size, "action_size": action_size,
+        "ppo_config": _jsonable(config.ppo.to_dict()),
+        "env_backend": config.teachers.env_backend,
+        "env_steps": int(state_i.env_steps), "num_updates": int(state_i.num_updates),
+        "early_stopped": bool(state_i.stopped),
+        "final_eval_success": float(success[-1]) if success else None,
+        "best_eval_success": float(max(success)) if success else None,
+    }
+    with open(os.path.join(out_dir, "metadata.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    with open(os.path.join(out_dir, "curve.json"), "w") as f:
+        json.dump(curve, f)
+    plot_curve(os.path.join(out_dir, "curve.png"), task, curve)
+
+
+def plot_curve(path: str, task: str, curve: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    steps = np.asarray(curve["env_steps"])
+    axes[0].plot(steps, curve["eval_success"], label="eval (deterministic)")
+    axes[0].plot(steps, curve["train_success"], label="train (stochastic)")
+    axes[0].set_ylabel("success rate")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].legend()
+    axes[1].plot(steps, curve["eval_return"], label="eval")
+    axes[1].plot(steps, curve["train_return"], label="train")
+    axes[1].set_ylabel("episode return")
+    axes[1].legend()
+    for ax in axes:
+        ax.set_xlabel("env steps")
+    fig.suptitle(task)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_success_table(teachers_dir: str) -> str:
+    """Markdown table (paper Table 3 style) over every exported teacher in the dir."""
+    rows = []
+    for task in sorted(os.listdir(teachers_dir)):
+        meta_path = os.path.join(teachers_dir, task, "metadata.json")
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                rows.append(json.load(f))
+    lines = ["| task | final success | best success | env steps | early-stopped |",
+             "| --- | --- | --- | --- | --- |"]
+    for m in rows:
+        lines.append(f"| {m['task']} | {m['final_eval_success']:.3f} | "
+                     f"{m['best_eval_success']:.3f} | {m['env_steps']:,} | "
+                     f"{'yes' if m['early_stopped'] else 'no'} |")
+    if rows:
+        mean = np.mean([m["final_eval_success"] for m in rows])
+        lines.append(f"| **mean** | **{mean:.3f}** | | | |")
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(teachers_dir, "success_table.md"), "w") as f:
+        f.write(text)
+    return text
+
+
+# ---------------------------------------------------------------------- driver
+
+_CURVE_KEYS = ("env_steps", "eval_success", "eval_return", "train_success",
+               "train_return", "active")
+
+
+def _config_key(ppo_config) -> str:
+    """The ppo config as JSON, minus the total budget: the compiled functions do not
+    depend on it, so runs that differ only in budget share them."""
+    d = _jsonable(ppo_config.to_dict())
+    d.pop("total_env_steps")
+    return json.dumps(d, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(config_key: str, env: ppo.Env):
+    """(fns, init(keys[N], task_params[N]), chunk(state[N], k)) jitted and vmapped,
+    cached per process so repeated groups / resumed runs compile once."""
+    config = ml_collections.ConfigDict(json.loads(config_key))
+    config.total_env_steps = config.eval_every_steps  # unused by init / train_chunk
+    fns = ppo.make_ppo(config, env)
+    chunk = jax.jit(jax.vmap(fns.train_chunk, in_axes=(0, None)), static_argnums=1)
+    return fns, jax.jit(jax.vmap(fns.init)), chunk
+
+
+def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[str],
+                task_params: Any, log=print) -> dict:
+    """Trains one env group (vmapped over its tasks), checkpointing per chunk; exports
+    the teachers. Returns {task: curve}."""
+    fns, init_fn, chunk_fn = _compiled(_config_key(config.ppo), env)
+    num_evals = ppo.schedule(config.ppo)[2]
+    n = len(tasks)
+    keys = jnp.stack([task_key(config.seed, t) for t in tasks])
+    mesh = None
+    if config.teachers.shard and jax.local_device_count() > 1:
+        mesh = ppo.task_mesh()
+        (keys, task_params), _ = ppo.pad_tasks((keys, task_params), mesh.size)
+        keys, task_params = ppo.shard_tasks((keys, task_params), mesh)
+    state = init_fn(keys, task_params)
+    state_dir = os.path.join(workdir, STATE_DIR, name)
+    curves = {t: {k: [] for k in _CURVE_KEYS} for t in tasks}
+    evals_done = 0
+    restored = restore_state(state_dir, state)
+    if restored is not None:
+        evals_done, state, curves = restored
+        log(f"[{name}] resumed at eval period {evals_done}")
+    t_start = time.time()
+    while evals_done < num_evals and not bool(jnp.all(state.stopped[:n])):
+        k = min(config.teachers.evals_per_chunk, num_evals - evals_done)
+        state, m = chunk_fn(state, k)
+        m = jax.tree_util.tree_map(np.asarray, m)
+        evals_done += k
+        for i, t in enumerate(tasks):
+            for key in _CURVE_KEYS:
+                curves[t][key].extend(_jsonable(m[key][i].tolist()))
+        save_state(state_dir, evals_done, state, curves)
+        log(f"[{name}] eval periods {evals_done}/{num_evals} "
+            f"({time.time() - t_start:.0f}s): " + ", ".join(
+                f"{t}: success {curves[t]['eval_success'][-1]:.2f} @ "
+                f"{curves[t]['env_steps'][-1]:,}" for t in tasks))
+    teachers_dir = os.path.join(workdir, TEACHERS_DIR)
+    for i, t in enumerate(tasks):
+        # Only the periods in which the task was still training belong to its curve.
+        c = curves[t]
+        keep = [j for j, a in enumerate(c["active"]) if a]
+        curve = {key: [c[key][j] for j in keep] for key in _CURVE_KEYS if key != "active"}
+        state_i = jax.tree_util.tree_map(lambda x: x[i], state)
+        export_teacher(os.path.join(teachers_dir, t), t, config, state_i, curve,
+                       env.observation_size, env.action_size)
+    return curves
+
+
+def train_teachers(config, workdir: str, log=print) -> str:
+    """Trains every env group of `config.teachers.tasks`; returns the success table."""
+    for name, env, tasks, task_params in env_groups(config):
+        train_group(config, workdir, name, env, tasks, task_params, log=log)
+    return write_success_table(os.path.join(workdir, TEACHERS_DIR))
+
+
+# -------------------------------------------------------------------- teacher
+
+
+@dataclasses.dataclass
+class PPOTeacher:
+    """A trained PPO teacher: deterministic action means for rollout collection."""
+
+    task: str
+    metadata: dict
+    params: Any
+    obs_stats: ppo.RunningStats
+    _apply: Any = None
+
+    @classmethod
+    def load(cls, directory: str, task: str) -> "PPOTeacher":
+        """`directory` is a runner workdir (with `teachers/<task>/`) or the teachers dir."""
+        import orbax.checkpoint as ocp
+        task_dir = os.path.join(directory, TEACHERS_DIR, task)
+        if not os.path.isdir(task_dir):
+            task_dir = os.path.join(directory, task)
+        with open(os.path.join(task_dir, "metadata.json")) as f:
+            meta = json.load(f)
+        payload = ocp.StandardCheckpointer().restore(
+            os.path.join(os.path.abspath(task_dir), POLICY_DIR))
+        s = payload["obs_stats"]
+        stats = ppo.RunningStats(mean=jnp.asarray(s["mean"]), var=jnp.asarray(s["var"]),
+                                 count=jnp.asarray(s["count"]))
+        return cls(task=task, metadata=meta, params=payload["policy"], obs_stats=stats)
+
+    def __post_init__(self):
+        c = ml_collections.ConfigDict(self.metadata["ppo_config"])
+        policy = networks.GaussianPolicy(
+            action_size=self.metadata["action_size"], hidden=tuple(c.policy_hidden),
+            std_hidden=tuple(c.std_hidden), activation=c.activation, init_std=c.init_std,
+            min_std=c.min_std, max_std=c.max_std, mean_out_scale=c.policy_out_scale)
+
+        def action_mean(params, stats, obs):
+            obs_n = ppo.normalize_obs(stats, obs, c.obs_clip, c.normalize_observations)
+            return jnp.tanh(policy.apply(params, obs_n)[0])
+
+        self._apply = jax.jit(action_mean)
+
+    def action_mean(self, obs: np.ndarray) -> np.ndarray:
+        """obs float32[B, D] -> deterministic action tanh(mean) float32[B, A]."""
+        return np.asarray(self._apply(self.params, self.obs_stats,
+                                      jnp.asarray(obs, jnp.float32)))
+
+
+def main(argv):
+    del argv
+    from absl import flags, logging
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+    print(train_teachers(flags.FLAGS.config, flags.FLAGS.workdir))
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_file("config", None, "teachers PPO config file")
+    flags.DEFINE_string("workdir", None, "shared output dir (checkpoints, teachers)")
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)
