@@ -33,11 +33,15 @@ def main(argv):
     elif config.protocol == "joint":
         from cpd_jax import pipeline  # after flag parsing: keeps --help fast
         pipeline.train_and_evaluate(config, _WORKDIR.value)
+    elif config.protocol == "teachers":
+        from cpd_jax.teachers import ppo_runner
+        logging.info("teachers written to %s", ppo_runner.train_teachers(config, _WORKDIR.value))
     elif config.protocol == "stages":
         from cpd_jax.continual import stages
         stages.run_continual(config, _WORKDIR.value)
     else:
-        raise app.UsageError(f"unknown protocol {config.protocol!r}; use joint or stages")
+        raise app.UsageError(f"unknown protocol {config.protocol!r}; use joint, stages or "
+                             "teachers")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """PPO teachers, paper defaults (Table 4 of arXiv 2601.22475; PAPER_RESULTS.md).
 
-Usage: `python -m cpd_jax.teachers.ppo_runner --config cpd_jax/configs/teachers_ppo.py
+Usage: `python -m cpd_jax.main --config cpd_jax/configs/teachers_ppo.py
 --workdir /tmp/teachers --config.teachers.tasks="('reach-v3',)"`.
 """
 
@@ -54,6 +54,7 @@ def get_ppo_config() -> ml_collections.ConfigDict:
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
+    config.protocol = "teachers"  # `python -m cpd_jax.main` dispatches on this
     config.seed = 0  # task i trains with fold_in(PRNGKey(seed), task worker id)
     config.ppo = get_ppo_config()
     config.teachers = ml_collections.ConfigDict()
