@@ -1,0 +1,21 @@
+"""Task registry: Meta-World v3 name -> task module (one module per task)."""
+
+import importlib
+from types import ModuleType
+
+# name -> module under cpd_jax.envs.mjx.tasks; the MT10 tasks ported so far.
+_MODULES = {
+    "reach-v3": "reach",
+    "drawer-close-v3": "drawer_close",
+    "button-press-topdown-v3": "button_press_topdown",
+}
+
+
+def ported_tasks() -> tuple[str, ...]:
+    return tuple(_MODULES)
+
+
+def get_task(name: str) -> ModuleType:
+    if name not in _MODULES:
+        raise KeyError(f"task {name!r} has no MJX port yet; ported: {sorted(_MODULES)}")
+    return importlib.import_module(f"cpd_jax.envs.mjx.tasks.{_MODULES[name]}")
