@@ -12,6 +12,7 @@ _MODULES = {
     "drawer-open-v3": "drawer_open",
     "drawer-close-v3": "drawer_close",
     "button-press-topdown-v3": "button_press_topdown",
+    "peg-insert-side-v3": "peg_insert_side",
     "window-open-v3": "window_open",
     "window-close-v3": "window_close",
 }
