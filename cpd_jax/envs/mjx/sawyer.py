@@ -86,7 +86,10 @@ class Ids:
         return i
 
     def geom(self, name: str) -> int:
-        return mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_GEOM, name)
+        i = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_GEOM, name)
+        if i < 0:
+            raise KeyError(f"no geom {name!r}")
+        return i
 
 
 class SawyerEnv:
