@@ -57,8 +57,10 @@ def _caging(env, d, action, obj, tv):
     """SawyerPickPlaceEnvV3._gripper_caging_reward (its own override)."""
     tcp = env.tcp_center(d)
     left, right = d.xpos[env.tids["leftpad"]], d.xpos[env.tids["rightpad"]]
-    r_margin = jnp.abs(jnp.abs(obj[1] - tv["init_right_pad"][1]) - PAD_SUCCESS_MARGIN)
-    l_margin = jnp.abs(jnp.abs(obj[1] - tv["init_left_pad"][1]) - PAD_SUCCESS_MARGIN)
+    # metaworld stores init_left/right_pad = get_body_com(...), a *view* of data.xpos,
+    # so its "initial" pad positions are always the current ones; reproduced as such.
+    r_margin = jnp.abs(jnp.abs(obj[1] - right[1]) - PAD_SUCCESS_MARGIN)
+    l_margin = jnp.abs(jnp.abs(obj[1] - left[1]) - PAD_SUCCESS_MARGIN)
     bounds = (OBJ_RADIUS, PAD_SUCCESS_MARGIN)
     right_c = ru.tolerance(obj[1] - right[1], bounds, r_margin, "long_tail")
     left_c = ru.tolerance(left[1] - obj[1], bounds, l_margin, "long_tail")
