@@ -1,0 +1,1 @@
+"""MJX port of Meta-World (Sawyer base + MT10 tasks)."""

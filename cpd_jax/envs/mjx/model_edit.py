@@ -1,0 +1,142 @@
+"""Builds MJX-friendly MuJoCo models from the installed Meta-World MJCF files.
+
+The XML is read from the `metaworld` package (never copied into this repo) and edited
+with `mujoco.MjSpec`:
+
+* every geom gets contype = conaffinity = 0 and the contacts that matter for a task are
+  listed as explicit `<pair>`s (MJX cost grows with the number of candidate pairs and
+  it rejects cylinder-box / cylinder-mesh pairs, so the default all-pairs filter is
+  both slow and unsupported);
+* selected cylinders become boxes of the same half-extents (r, r, h): MJX has no
+  cylinder-box collision;
+* solver iterations are cut (Newton converges in a few iterations for these small
+  systems) and Euler damping is disabled where asked (it costs a factorisation).
+
+A task names geoms by (body name, geom type) because most Meta-World collision geoms
+are unnamed.
+"""
+
+import dataclasses
+import os
+from typing import Optional, Sequence
+
+import mujoco
+import numpy as np
+
+# Meta-World's `reset_mocap_welds` rewrites every weld's eq_data to this (anchor 0,
+# relpose pos 0, relpose quat (-1, 0, 0, 0), torquescale 5) right after loading.
+METAWORLD_WELD_DATA = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 5.0])
+
+# The gripper geoms that touch task objects: the two finger pads.
+PAD_GEOMS = ("rightpad_geom", "leftpad_geom")
+CLAW_GEOMS = ("rightclaw_it", "leftclaw_it")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeomSel:
+    """Selects the collision geoms of `body` (optionally only of `gtype`, e.g. "box",
+    optionally only the `index`-th of those in model order, or the geom named `name`)."""
+
+    body: Optional[str] = None
+    gtype: Optional[str] = None
+    index: Optional[int] = None
+    name: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEdits:
+    """What to change in a task's MJCF. pairs: (a, b) geom selections; every geom of a is
+    paired with every geom of b. cylinders_to_box: cylinders replaced by boxes."""
+
+    pairs: Sequence[tuple[GeomSel, GeomSel]] = ()
+    cylinders_to_box: Sequence[GeomSel] = ()
+    iterations: int = 4
+    ls_iterations: int = 8
+    disable_eulerdamp: bool = False
+
+
+def metaworld_xml_path(rel: str) -> str:
+    """Absolute path of `rel` (e.g. "sawyer_xyz/sawyer_drawer.xml") in the metaworld assets."""
+    import metaworld
+    return os.path.join(os.path.dirname(metaworld.__file__), "assets", rel)
+
+
+def _is_collision_geom(m: mujoco.MjModel, i: int) -> bool:
+    return bool(m.geom_contype[i] or m.geom_conaffinity[i])
+
+
+def select_geoms(m: mujoco.MjModel, sel: GeomSel) -> list[int]:
+    """Ids of the collision geoms (in the unedited model `m`) that `sel` names."""
+    if sel.name is not None:
+        return [mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, sel.name)]
+    ids = [i for i in range(m.ngeom) if _is_collision_geom(m, i)
+           and (sel.body is None or m.body(int(m.geom_bodyid[i])).name == sel.body)
+           and (sel.gtype is None
+                or m.geom_type[i] == getattr(mujoco.mjtGeom, f"mjGEOM_{sel.gtype.upper()}"))]
+    if sel.index is not None:
+        ids = [ids[sel.index]]
+    if not ids:
+        raise ValueError(f"{sel} selects no collision geom")
+    return ids
+
+
+def _mixed_pair_params(m: mujoco.MjModel, g1: int, g2: int) -> dict:
+    """Contact parameters MuJoCo would have used for the (g1, g2) geom-filter contact."""
+    s1, s2 = m.geom_solmix[g1], m.geom_solmix[g2]
+    mix = 0.5 if s1 + s2 < mujoco.mjMINVAL else s1 / (s1 + s2)
+    return dict(
+        condim=int(max(m.geom_condim[g1], m.geom_condim[g2])),
+        # geom friction (slide, spin, roll) -> pair friction (slide, slide, spin, roll, roll)
+        friction=np.maximum(m.geom_friction[g1], m.geom_friction[g2])[[0, 0, 1, 2, 2]],
+        solref=mix * m.geom_solref[g1] + (1 - mix) * m.geom_solref[g2],
+        solimp=mix * m.geom_solimp[g1] + (1 - mix) * m.geom_solimp[g2],
+        margin=float(max(m.geom_margin[g1], m.geom_margin[g2])),
+        gap=float(max(m.geom_gap[g1], m.geom_gap[g2])),
+    )
+
+
+def build_model(xml_rel: str, edits: ModelEdits) -> mujoco.MjModel:
+    """The task model with `edits` applied, plus Meta-World's weld rewrite."""
+    spec = mujoco.MjSpec.from_file(metaworld_xml_path(xml_rel))
+    m0 = spec.compile()
+    geoms = list(spec.geoms)
+    assert len(geoms) == m0.ngeom, "spec/model geom order mismatch"
+
+    pair_ids = [(select_geoms(m0, a), select_geoms(m0, b)) for a, b in edits.pairs]
+    to_box = {i for sel in edits.cylinders_to_box for i in select_geoms(m0, sel)}
+
+    for i, g in enumerate(geoms):
+        g.contype = 0
+        g.conaffinity = 0
+        if not g.name:
+            g.name = f"mjx_geom{i}"
+        if i in to_box:
+            if m0.geom_type[i] != mujoco.mjtGeom.mjGEOM_CYLINDER:
+                raise ValueError(f"geom {i} is not a cylinder")
+            r, h = m0.geom_size[i][:2]
+            g.type = mujoco.mjtGeom.mjGEOM_BOX
+            g.size = [r, r, h]  # same half-extents along the cylinder's local axes
+    for ids_a, ids_b in pair_ids:
+        for a in ids_a:
+            for b in ids_b:
+                p = spec.add_pair(geomname1=geoms[a].name, geomname2=geoms[b].name)
+                for k, v in _mixed_pair_params(m0, a, b).items():
+                    setattr(p, k, v)
+    spec.option.iterations = edits.iterations
+    spec.option.ls_iterations = edits.ls_iterations
+    if edits.disable_eulerdamp:
+        spec.option.disableflags |= mujoco.mjtDisableBit.mjDSBL_EULERDAMP
+    model = spec.compile()
+    for i in range(model.neq):
+        if model.eq_type[i] == mujoco.mjtEq.mjEQ_WELD:
+            model.eq_data[i] = METAWORLD_WELD_DATA
+    return model
+
+
+def pads_with(*targets: GeomSel, claws: bool = False) -> list[tuple[GeomSel, GeomSel]]:
+    """Pairs of each finger pad (and claw, if asked) with each target selection."""
+    fingers = PAD_GEOMS + (CLAW_GEOMS if claws else ())
+    return [(GeomSel(name=f), t) for f in fingers for t in targets]
+
+
+TABLE = GeomSel(body="tablelink")

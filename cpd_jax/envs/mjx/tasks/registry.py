@@ -1,0 +1,28 @@
+"""Task registry: Meta-World v3 name -> task module (one module per task)."""
+
+import importlib
+from types import ModuleType
+
+# name -> module under cpd_jax.envs.mjx.tasks; the MT10 tasks ported so far.
+_MODULES = {
+    "reach-v3": "reach",
+    "push-v3": "push",
+    "pick-place-v3": "pick_place",
+    "door-open-v3": "door_open",
+    "drawer-open-v3": "drawer_open",
+    "drawer-close-v3": "drawer_close",
+    "button-press-topdown-v3": "button_press_topdown",
+    "peg-insert-side-v3": "peg_insert_side",
+    "window-open-v3": "window_open",
+    "window-close-v3": "window_close",
+}
+
+
+def ported_tasks() -> tuple[str, ...]:
+    return tuple(_MODULES)
+
+
+def get_task(name: str) -> ModuleType:
+    if name not in _MODULES:
+        raise KeyError(f"task {name!r} has no MJX port yet; ported: {sorted(_MODULES)}")
+    return importlib.import_module(f"cpd_jax.envs.mjx.tasks.{_MODULES[name]}")
