@@ -72,3 +72,18 @@ def test_moe_without_drops_equals_per_token_loop(k):
     params = jax.device_get(layer.init(jax.random.PRNGKey(1), x)["params"])
     y, _, _ = layer.apply({"params": params}, x)
     np.testing.assert_allclose(y, _numpy_moe(params, x, k), atol=1e-5)
+
+
+def test_top_1_router_gets_gradient_from_the_task_loss():
+    """A normalised top-1 weight is constant 1; the router must still learn (Switch)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 8))
+    layer = MoE(num_experts=4, hidden=16, top_k=1)
+    params = layer.init(jax.random.PRNGKey(1), x)["params"]
+
+    def task_loss(p):
+        y, _, _ = layer.apply({"params": p}, x)
+        return jnp.sum(y ** 2)
+
+    grads = jax.grad(task_loss)(params)
+    gate_grad = sum(float(jnp.abs(grads[f"gate_{e}"]["kernel"]).sum()) for e in range(4))
+    assert gate_grad > 1e-4

@@ -27,7 +27,11 @@ def route_top_k(router_logits: jax.Array, k: int) -> Routing:
     """Top-k routing of float[N, E] logits (k <= E)."""
     probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
     top_probs, top_index = jax.lax.top_k(probs, k)
-    weights = top_probs / jnp.sum(top_probs, axis=-1, keepdims=True)
+    # Normalised weights (they sum to 1), but the normaliser is a stop-gradient: with a
+    # differentiated normaliser a top-1 weight is p/p == 1 and the router would get no
+    # gradient from the task loss at all (only from the aux loss). This way the value is
+    # the normalised weight and the gradient is Switch's (d y / d p_i = expert_i(x) / sum).
+    weights = top_probs / jax.lax.stop_gradient(jnp.sum(top_probs, axis=-1, keepdims=True))
     return Routing(expert_index=top_index.astype(jnp.int32), gate_weights=weights,
                    router_probs=probs)
 
