@@ -8,6 +8,11 @@ _MODULES = {
     "reach-v3": "reach",
     "drawer-close-v3": "drawer_close",
     "button-press-topdown-v3": "button_press_topdown",
+    # part 2 (branch mjx2): the other 15 MT25 tasks
+    "button-press-wall-v3": "button_press_wall",
+    "button-press-topdown-wall-v3": "button_press_topdown_wall",
+    "coffee-button-v3": "coffee_button",
+    "dial-turn-v3": "dial_turn",
 }
 
 
