@@ -13,6 +13,10 @@ _MODULES = {
     "button-press-topdown-wall-v3": "button_press_topdown_wall",
     "coffee-button-v3": "coffee_button",
     "dial-turn-v3": "dial_turn",
+    "faucet-open-v3": "faucet_open",
+    "faucet-close-v3": "faucet_close",
+    "lever-pull-v3": "lever_pull",
+    "door-lock-v3": "door_lock",
 }
 
 
