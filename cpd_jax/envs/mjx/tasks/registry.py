@@ -17,6 +17,7 @@ _MODULES = {
     "faucet-close-v3": "faucet_close",
     "lever-pull-v3": "lever_pull",
     "door-lock-v3": "door_lock",
+    "coffee-pull-v3": "coffee_pull",
 }
 
 
