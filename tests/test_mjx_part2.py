@@ -76,6 +76,33 @@ def eager_reset(env, rand_vec):
     return jnp.concatenate([curr, curr, tv["target_pos"]]), body_pos, tv
 
 
+def host_reset_states(env, rand_vecs):
+    """Batched `sawyer.State` of `env.reset` for each row of rand_vecs, built on the host
+    (native mj_forward, see `eager_reset`) so closed-loop checks compile only the step."""
+    states = []
+    for rv in rand_vecs:
+        t, d0 = env.task, env._data0
+        rvj = jnp.asarray(rv, jnp.float32)
+        qpos, qvel, body_pos = t.reset_physics(env, d0.qpos, d0.qvel, env._body_pos0, rvj)
+        d = native_mjx_data(env, np.asarray(qpos, np.float64), np.asarray(qvel, np.float64),
+                            np.asarray(d0.mocap_pos, np.float64),
+                            np.asarray(body_pos, np.float64))
+        # keep the dtypes/shapes of the jitted path (put_data may carry extra precision)
+        d = jax.tree_util.tree_map(
+            lambda a, b: jnp.asarray(a, b.dtype) if hasattr(b, "dtype") else a, d, d0)
+        tv = t.reset_vars(env, d, rvj)
+        tv["init_tcp"] = jnp.asarray(env.init_tcp, jnp.float32)
+        curr = env.curr_obs(d)
+        zero = jnp.zeros((), jnp.float32)
+        states.append(sawyer.State(
+            data=d, body_pos=jnp.asarray(body_pos, jnp.float32),
+            obs=jnp.concatenate([curr, curr, tv["target_pos"]]), curr_obs=curr, reward=zero,
+            done=jnp.zeros((), bool), truncated=jnp.zeros((), bool),
+            step_count=jnp.zeros((), jnp.int32), task_vars=tv, info={"success": zero},
+            rng=jax.random.PRNGKey(0)))
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
+
 def eager_step_outputs(env, rec, body_pos, tv):
     """(clipped obs, reward, success) of our port at a recorded reference state."""
     d = native_mjx_data(env, rec["qpos"], rec["qvel"], rec["mocap_pos"], body_pos)
@@ -141,11 +168,9 @@ def reset_obs_error(task, variations_=range(5)):
 def scripted_success(task, n_episodes):
     """Fraction of variations 0..n-1 the scripted policy solves in MJX (closed loop)."""
     env = get_env(task)
-    reset = jax.jit(jax.vmap(env.reset))
     step = jax.jit(jax.vmap(env.step))
     rvs = np.stack([variations.rand_vec(task, v) for v in range(n_episodes)])
-    st = reset(jax.random.split(jax.random.PRNGKey(0), n_episodes),
-               jnp.asarray(rvs, jnp.float32))
+    st = host_reset_states(env, rvs)
     obs = np.asarray(st.obs)
     pols = [policy(task) for _ in range(n_episodes)]
     ever = np.zeros(n_episodes, bool)

@@ -18,6 +18,8 @@ _MODULES = {
     "lever-pull-v3": "lever_pull",
     "door-lock-v3": "door_lock",
     "coffee-pull-v3": "coffee_pull",
+    "pick-place-wall-v3": "pick_place_wall",
+    "pick-out-of-hole-v3": "pick_out_of_hole",
 }
 
 
