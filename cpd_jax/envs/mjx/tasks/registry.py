@@ -20,6 +20,8 @@ _MODULES = {
     "coffee-pull-v3": "coffee_pull",
     "pick-place-wall-v3": "pick_place_wall",
     "pick-out-of-hole-v3": "pick_out_of_hole",
+    "basketball-v3": "basketball",
+    "sweep-into-v3": "sweep_into",
 }
 
 
