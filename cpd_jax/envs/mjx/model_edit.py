@@ -52,7 +52,7 @@ class ModelEdits:
     cylinders_to_box: Sequence[GeomSel] = ()
     iterations: int = 4
     ls_iterations: int = 8
-    disable_eulerdamp: bool = True
+    disable_eulerdamp: bool = False
 
 
 def metaworld_xml_path(rel: str) -> str:

@@ -13,6 +13,9 @@ import functools
 
 import numpy as np
 
+# peg-insert-side: the peg head site before the peg is moved (variation independent).
+EXTRA_ATTRS = ("peg_head_pos_init",)
+
 
 @functools.lru_cache(maxsize=None)
 def hand_reset_state(task: str) -> dict[str, np.ndarray]:
@@ -26,5 +29,8 @@ def hand_reset_state(task: str) -> dict[str, np.ndarray]:
     out = dict(qpos=d.qpos.copy(), qvel=d.qvel.copy(), mocap_pos=d.mocap_pos.copy(),
                mocap_quat=d.mocap_quat.copy(), ctrl=d.ctrl.copy(),
                init_tcp=np.asarray(env.init_tcp, np.float64).copy())
+    for attr in EXTRA_ATTRS:  # task-specific values metaworld reads mid-reset
+        if hasattr(env, attr):
+            out[attr] = np.asarray(getattr(env, attr), np.float64).copy()
     env.close()
     return out

@@ -86,7 +86,10 @@ class Ids:
         return i
 
     def geom(self, name: str) -> int:
-        return mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_GEOM, name)
+        i = mujoco.mj_name2id(self.m, mujoco.mjtObj.mjOBJ_GEOM, name)
+        if i < 0:
+            raise KeyError(f"no geom {name!r}")
+        return i
 
 
 class SawyerEnv:
@@ -161,6 +164,8 @@ class SawyerEnv:
         task_vars["init_tcp"] = jnp.asarray(self.init_tcp, jnp.float32)
         curr = self.curr_obs(d)
         obs = jnp.concatenate([curr, curr, task_vars["target_pos"]])  # reset obs: unclipped
+        if hasattr(self.task, "post_reset"):  # qpos edits metaworld makes after its last forward
+            d = self.task.post_reset(self, d, rand_vec)
         zero = jnp.zeros((), jnp.float32)
         return State(data=d, body_pos=body_pos, obs=obs, curr_obs=curr, reward=zero,
                      done=jnp.zeros((), bool), truncated=jnp.zeros((), bool),

@@ -48,3 +48,40 @@ def quat_from_matrix_xyzw(m):
 
 def f32(x):
     return jnp.asarray(np.asarray(x, np.float64), jnp.float32)
+
+
+def gripper_caging_reward(env, d, action, obj_pos, tv, obj_radius, pad_success_thresh,
+                          object_reach_radius, xz_thresh, desired_gripper_effort=1.0,
+                          high_density=False, medium_density=False):
+    """`SawyerXYZEnv._gripper_caging_reward` (float32[] in [0, 1]).
+
+    Needs tv["obj_init_pos"], tv["init_tcp"] and env.tids["leftpad"/"rightpad"]."""
+    from cpd_jax.envs.mjx import reward_utils as ru
+
+    obj_init = tv["obj_init_pos"]
+    pad_y = jnp.stack([d.xpos[env.tids["leftpad"]][1], d.xpos[env.tids["rightpad"]][1]])
+    pad_to_obj = jnp.abs(pad_y - obj_pos[1])
+    pad_to_objinit = jnp.abs(pad_y - obj_init[1])
+    margin = jnp.abs(pad_to_objinit - pad_success_thresh)
+    caging_lr = [ru.tolerance(pad_to_obj[i], (obj_radius, pad_success_thresh), margin[i],
+                              "long_tail") for i in range(2)]
+    caging_y = ru.hamacher_product(*caging_lr)
+    tcp = env.tcp_center(d)
+    xz = jnp.array([0, 2])
+    xz_margin = jnp.linalg.norm(obj_init[xz] - tv["init_tcp"][xz]) - xz_thresh
+    caging_xz = ru.tolerance(jnp.linalg.norm(tcp[xz] - obj_pos[xz]), (0.0, xz_thresh),
+                             xz_margin, "long_tail")
+    gripper_closed = jnp.minimum(jnp.maximum(0.0, action[-1]),
+                                 desired_gripper_effort) / desired_gripper_effort
+    caging = ru.hamacher_product(caging_y, caging_xz)
+    gripping = jnp.where(caging > 0.97, gripper_closed, 0.0)
+    out = ru.hamacher_product(caging, gripping)
+    if high_density:
+        out = (out + caging) / 2
+    if medium_density:
+        tcp_to_obj = jnp.linalg.norm(obj_pos - tcp)
+        tcp_to_obj_init = jnp.linalg.norm(obj_init - tv["init_tcp"])
+        reach = ru.tolerance(tcp_to_obj, (0.0, object_reach_radius),
+                             jnp.abs(tcp_to_obj_init - object_reach_radius), "long_tail")
+        out = (out + reach) / 2
+    return out

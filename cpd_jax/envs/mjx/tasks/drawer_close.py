@@ -20,10 +20,15 @@ DRAWER_QPOS = 9
 HANDLE_OFFSET = (0.0, -0.16, 0.05)  # _get_pos_objects: drawer_link + this
 TARGET_OFFSET = (0.0, -0.16, 0.09)  # _target_pos: drawer body pos + this
 
+DRAWER_BACK = GeomSel(body="drawer_link", gtype="box", index=1)
+CASE_BACK = GeomSel(body="drawercase_link", gtype="box", index=2)
 MODEL_EDITS = ModelEdits(
-    # The policy pushes the handle (3 capsules) and the drawer front with the fingers.
+    # The policy pushes the handle (3 capsules) and the drawer front with the fingers;
+    # the drawer's back wall hitting the case's back wall is what stops it when closed
+    # (the slide joint limit alone is too soft against the mocap weld).
     pairs=pads_with(GeomSel(body="drawer_link", gtype="capsule"),
-                    GeomSel(body="drawer_link", gtype="box", index=0)),
+                    GeomSel(body="drawer_link", gtype="box", index=0))
+    + [(DRAWER_BACK, CASE_BACK)],
 )
 
 

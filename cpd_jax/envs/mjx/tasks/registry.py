@@ -6,8 +6,15 @@ from types import ModuleType
 # name -> module under cpd_jax.envs.mjx.tasks; the MT10 tasks ported so far.
 _MODULES = {
     "reach-v3": "reach",
+    "push-v3": "push",
+    "pick-place-v3": "pick_place",
+    "door-open-v3": "door_open",
+    "drawer-open-v3": "drawer_open",
     "drawer-close-v3": "drawer_close",
     "button-press-topdown-v3": "button_press_topdown",
+    "peg-insert-side-v3": "peg_insert_side",
+    "window-open-v3": "window_open",
+    "window-close-v3": "window_close",
     # part 2 (branch mjx2): the other 15 MT25 tasks
     "button-press-wall-v3": "button_press_wall",
     "button-press-topdown-wall-v3": "button_press_topdown_wall",

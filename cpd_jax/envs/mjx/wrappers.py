@@ -1,0 +1,81 @@
+"""Batched env functions: vmap over envs, auto-reset at truncation, episode statistics.
+
+Everything here is pure and runs inside `jit`. Meta-World truncates every episode at
+exactly 500 steps, so envs that were reset together are truncated together; the
+auto-reset is therefore a batch-level `lax.cond(any(done), ...)` (the reset, one
+`mjx.forward` per env, only runs on the steps where some env finished) followed by a
+per-env select, instead of computing a reset for every env on every step.
+"""
+
+import jax
+import jax.numpy as jnp
+
+from cpd_jax.envs.mjx.sawyer import SawyerEnv, State
+
+# info keys the wrapper maintains (all float32[B] / int32[B]):
+#   episode_return / episode_success: running return and success-at-any-step of the
+#     current episode; last_return / last_success: those of the last finished episode;
+#   episodes: finished episodes so far; final_obs: float32[B, 39] obs of the step that
+#     truncated (the returned `obs` is already the next episode's first obs).
+_STAT_KEYS = ("episode_return", "episode_success", "last_return", "last_success")
+
+
+def _with_stats(state: State, stats: dict) -> State:
+    return state.replace(info={**state.info, **stats})
+
+
+class BatchedEnv:
+    """B envs of one task. reset(keys[B]) / reset_to(keys[B], rand_vecs[B, d]) /
+    step(state, actions float32[B, 4]); all states are batched `State`s."""
+
+    def __init__(self, env: SawyerEnv, auto_reset: bool = True):
+        self.env = env
+        self.auto_reset = auto_reset
+
+    def _init_stats(self, state: State) -> State:
+        z = jnp.zeros_like(state.reward)
+        stats = {k: z for k in _STAT_KEYS}
+        stats["episodes"] = jnp.zeros_like(state.step_count)
+        stats["final_obs"] = state.obs
+        return _with_stats(state, stats)
+
+    def reset(self, keys: jax.Array) -> State:
+        """Fresh training variations sampled from the task's reset space."""
+        return self._init_stats(jax.vmap(self.env.reset_random)(keys))
+
+    def reset_to(self, keys: jax.Array, rand_vecs: jax.Array) -> State:
+        """Given variations rand_vecs float32[B, d] (e.g. the MT50 evaluation ones)."""
+        return self._init_stats(jax.vmap(self.env.reset)(keys, rand_vecs))
+
+    def step(self, state: State, actions: jax.Array) -> State:
+        nxt = jax.vmap(self.env.step)(state, actions)
+        ep_ret = state.info["episode_return"] + nxt.reward
+        ep_succ = jnp.maximum(state.info["episode_success"], nxt.info["success"])
+        done = nxt.done
+        stats = {
+            "episode_return": jnp.where(done, 0.0, ep_ret),
+            "episode_success": jnp.where(done, 0.0, ep_succ),
+            "last_return": jnp.where(done, ep_ret, state.info["last_return"]),
+            "last_success": jnp.where(done, ep_succ, state.info["last_success"]),
+            "episodes": state.info["episodes"] + done.astype(jnp.int32),
+            "final_obs": nxt.obs,
+        }
+        nxt = _with_stats(nxt, stats)
+        if not self.auto_reset:
+            return nxt
+
+        def do_reset(s: State) -> State:
+            keys = jax.vmap(lambda k: jax.random.split(k, 2))(s.rng)
+            fresh = jax.vmap(self.env.reset_random)(keys[:, 0])
+            fresh = fresh.replace(rng=keys[:, 1], info={**s.info, **fresh.info})
+            # keep this step's reward/done/truncated so the learner sees the truncation
+            fresh = fresh.replace(reward=s.reward, done=s.done, truncated=s.truncated)
+            pick = lambda a, b: jnp.where(
+                s.done.reshape(s.done.shape + (1,) * (a.ndim - 1)), a, b)
+            return jax.tree_util.tree_map(pick, fresh, s)
+
+        return jax.lax.cond(jnp.any(done), do_reset, lambda s: s, nxt)
+
+
+def make_batched(env: SawyerEnv, auto_reset: bool = True) -> BatchedEnv:
+    return BatchedEnv(env, auto_reset)

@@ -1,0 +1,178 @@
+"""MJX Meta-World port vs the `metaworld` package (the reference backend).
+
+Default run: the quickstart tasks (reach, drawer-close, button-press-topdown) with few
+episodes; `-m slow` runs every ported task with 20 scripted episodes. Compiled
+functions are shared through session-scoped caches; JAX's persistent compilation cache
+(`$CPD_JAX_CACHE/jax_cc`) makes re-runs fast.
+"""
+
+import functools
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+CACHE = os.environ.get("CPD_JAX_CACHE", os.path.expanduser("~/.cache/cpd_jax"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(CACHE, "jax_cc"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from cpd_jax.envs import reference  # noqa: E402
+from cpd_jax.envs.mjx import host_env, wrappers  # noqa: E402
+from cpd_jax.envs.mjx.tasks import registry  # noqa: E402
+
+QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
+PORTED = registry.ported_tasks()
+SLOW_TASKS = tuple(t for t in PORTED if t not in QUICK_TASKS)
+REFERENCE_JSON = pathlib.Path("/work/shared/reference/scripted_policy_success_reference.json")
+REWARD_TOL = 1e-4
+RESET_OBS_TOL = 1e-3
+SUCCESS_SLACK = 0.10  # MJX scripted success may be at most this below the reference
+
+
+def _params(quick):
+    return [t for t in quick if t in PORTED] + [
+        pytest.param(t, marks=pytest.mark.slow) for t in PORTED if t not in quick]
+
+
+N_QUICK = 5  # episodes / variations per task in the default run (one compiled batch size)
+
+
+@functools.lru_cache(maxsize=None)
+def _reset_states(task):
+    """Batched MJX states of variations 0..N_QUICK-1 (host env, same batch size as the
+    scripted-policy test so the compiled reset is shared)."""
+    env = host_env.MjxHostEnv([task] * N_QUICK)
+    env.reset(list(range(N_QUICK)))
+    return env.states[task]
+
+
+@functools.lru_cache(maxsize=None)
+def _from_physics(task):
+    """jitted obs + reward + success of a recorded physics state for one task."""
+    env = host_env.get_env(task)
+
+    def from_physics(qpos, qvel, mocap_pos, body_pos, task_vars, prev_curr, action):
+        d, obs = env.state_from_physics(qpos, qvel, mocap_pos, body_pos, task_vars, prev_curr)
+        r, s = env.task.reward(env, d, obs, action, task_vars)
+        return obs, r, s
+
+    return jax.jit(from_physics)
+
+
+def _env_slice(states, i):
+    return jax.tree_util.tree_map(lambda x: x[i], states)
+
+
+def _policy(task):
+    from metaworld.policies import ENV_POLICY_MAP
+    return ENV_POLICY_MAP[task]()
+
+
+def _record_reference(task, variation, steps):
+    """Runs the scripted policy in metaworld; returns per-recorded-step physics + outputs."""
+    env = reference.make_metaworld_env(task)
+    reference.set_variation(env, task, variation)
+    obs, _ = env.reset()
+    pol, recs = _policy(task), []
+    for t in range(max(steps) + 1):
+        a = np.clip(pol.get_action(obs), -1, 1)
+        prev = env._prev_obs.copy()  # the unclipped current frame of the last step
+        obs, r, _, _, info = env.step(a)
+        if t in steps:
+            d = env.data
+            recs.append(dict(qpos=d.qpos.copy(), qvel=d.qvel.copy(), mocap_pos=d.mocap_pos.copy(),
+                             prev=prev, action=a, obs=obs.copy(), reward=float(r),
+                             success=bool(info["success"])))
+    return recs
+
+
+@pytest.mark.parametrize("task", _params(QUICK_TASKS))
+def test_reward_port_exact(task):
+    from_physics, states = _from_physics(task), _reset_states(task)
+    steps = set(range(0, 300, 7))
+    errs, obs_errs, mismatched = [], [], []
+    for variation in (0, 1):
+        st = _env_slice(states, variation)
+        for rec in _record_reference(task, variation, steps):
+            obs, r, s = from_physics(rec["qpos"], rec["qvel"], rec["mocap_pos"], st.body_pos,
+                                     st.task_vars, rec["prev"], jnp.asarray(rec["action"]))
+            errs.append(abs(float(r) - rec["reward"]))
+            obs_errs.append(float(np.abs(np.asarray(obs) - rec["obs"]).max()))
+            if bool(s) != rec["success"]:
+                mismatched.append((variation, float(r), rec["reward"]))
+    assert max(obs_errs) < REWARD_TOL, f"obs from physics max err {max(obs_errs)}"
+    assert max(errs) < REWARD_TOL, f"reward max err {max(errs)}"
+    assert not mismatched, f"success differs at {mismatched}"
+
+
+@pytest.mark.parametrize("task", _params(QUICK_TASKS))
+def test_reset_obs_matches_reference(task):
+    states = _reset_states(task)
+    ref = reference.make_metaworld_env(task)
+    for variation in range(N_QUICK):
+        reference.set_variation(ref, task, variation)
+        ref_obs, _ = ref.reset()
+        err = np.abs(np.asarray(states.obs[variation]) - ref_obs).max()
+        assert err < RESET_OBS_TOL, f"variation {variation}: reset obs err {err}"
+
+
+@functools.lru_cache(maxsize=None)
+def _batched(task):
+    b = wrappers.make_batched(host_env.get_env(task))
+    return b, jax.jit(b.reset), jax.jit(b.step)
+
+
+@pytest.mark.parametrize("task", _params(("reach-v3",)))
+def test_smoke_batched_autoreset(task):
+    b, reset, step = _batched(task)
+    batch = 2
+    st = reset(jax.random.split(jax.random.PRNGKey(0), batch))
+    assert st.obs.shape == (batch, 39)
+    rv = jax.vmap(b.env.sample_rand_vec)(jax.random.split(jax.random.PRNGKey(1), 64))
+    if task in ("reach-v3", "push-v3", "pick-place-v3"):  # the >= 0.15 resampling rule
+        assert float(jnp.linalg.norm(rv[:, :2] - rv[:, 3:5], axis=-1).min()) >= 0.15
+    key = jax.random.PRNGKey(2)
+    for _ in range(3):
+        key, sub = jax.random.split(key)
+        st = step(st, jax.random.uniform(sub, (batch, 4), minval=-1, maxval=1))
+        assert st.obs.shape == (batch, 39) and st.reward.shape == (batch,)
+        assert np.isfinite(np.asarray(st.obs)).all() and np.isfinite(np.asarray(st.reward)).all()
+    # force the truncation: the next step ends the episode and auto-resets
+    st = st.replace(step_count=jnp.full((batch,), 499, jnp.int32))
+    st = step(st, jnp.zeros((batch, 4)))
+    assert bool(st.done.all()) and int(st.step_count.max()) == 0
+    assert np.asarray(st.info["episodes"]).tolist() == [1] * batch
+
+
+def _scripted_success(task, n_episodes):
+    """Fraction of variations 0..n-1 where the scripted policy succeeds within 500 steps
+    in the MJX env (closed loop), run N_QUICK episodes at a time so every task uses one
+    compiled batch size."""
+    assert n_episodes % N_QUICK == 0
+    env = host_env.MjxHostEnv([task] * N_QUICK)
+    wins = []
+    for start in range(0, n_episodes, N_QUICK):
+        obs = env.reset(list(range(start, start + N_QUICK)))
+        pols = [_policy(task) for _ in range(N_QUICK)]
+        ever = np.zeros(N_QUICK, bool)
+        for _ in range(500):
+            acts = np.stack([np.clip(p.get_action(o), -1, 1) for p, o in zip(pols, obs)])
+            tr = env.step(acts)
+            obs, ever = tr.obs, ever | tr.success
+            if ever.all():
+                break
+        wins.extend(ever.tolist())
+    return float(np.mean(wins))
+
+
+@pytest.mark.parametrize("task,n", [(t, N_QUICK) for t in QUICK_TASKS if t in PORTED] + [
+    pytest.param(t, 20, marks=pytest.mark.slow) for t in PORTED])
+def test_scripted_policy_success(task, n):
+    ref = json.loads(REFERENCE_JSON.read_text())[task]
+    got = _scripted_success(task, n)
+    print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
+    assert got >= ref - SUCCESS_SLACK
