@@ -4,7 +4,7 @@ hole in the table (the goal is fixed; the rand_vec's goal half is unused)."""
 import jax.numpy as jnp
 
 from cpd_jax.envs.mjx import reward_utils as ru
-from cpd_jax.envs.mjx.model_edit import TABLE, GeomSel, ModelEdits
+from cpd_jax.envs.mjx.model_edit import GeomSel, ModelEdits
 from cpd_jax.envs.mjx.tasks import common, part2_common as p2
 
 NAME = "sweep-into-v3"
@@ -24,10 +24,12 @@ SUCCESS_DIST = 0.05
 PAD_SUCCESS_MARGIN = 0.05
 X_Z_SUCCESS_MARGIN = 0.01
 
-# Pads and claws push the block; it slides on the table top (the tablelink boxes around
-# the hole) and falls in; the fingers scrape the table.
+# Pads and claws push the block; it slides on the table top (tablelink boxes #0, #2, #3,
+# #5 of the table-with-hole, the ones the reference run touches) and falls in; the
+# fingers scrape boxes #2, #3, #5.
 BLOCK = GeomSel(name="objGeom")
-MODEL_EDITS = ModelEdits(pairs=p2.fingers_with(BLOCK, TABLE) + [(BLOCK, TABLE)])
+_TOP = [GeomSel(body="tablelink", gtype="box", index=i) for i in (0, 2, 3, 5)]
+MODEL_EDITS = ModelEdits(pairs=p2.fingers_with(BLOCK, *_TOP[1:]) + [(BLOCK, t) for t in _TOP])
 
 
 def resolve_ids(ids):
