@@ -29,6 +29,7 @@ _MODULES = {
     "pick-out-of-hole-v3": "pick_out_of_hole",
     "basketball-v3": "basketball",
     "sweep-into-v3": "sweep_into",
+    "stick-pull-v3": "stick_pull",
 }
 
 
