@@ -62,3 +62,29 @@ def gripper_caging_reward(env, d, action, obj_pos, obj_init_pos, init_tcp, *,
         reach = ru.tolerance(tcp_to_obj, (0.0, object_reach_radius), reach_margin, "long_tail")
         caging_and_gripping = (caging_and_gripping + reach) / 2
     return caging_and_gripping
+
+
+def simulate_hand_reset(env, body_pos, hand_init_pos, substeps: int):
+    """(qpos, qvel) after Meta-World's second `reset_model` hand settle, simulated in MJX.
+
+    From `mj_resetData` (qpos0, zero velocity) with this env's fixture positions
+    `body_pos`, holds the mocap at `hand_init_pos` (quat (1, 0, 1, 0)) with gripper ctrl
+    (-1, 1) for `substeps` physics substeps (`_reset_hand`: 50 x frame_skip = 250).
+    For tasks where that settle touches a variation-dependent fixture (door-lock: the
+    lock lever; disassemble: the nut lands on the moved peg), so the base's cached
+    variation-0 state is wrong. Euler damping is forced on for the settle (without it
+    the arm does not reach the mocap from qpos0 in 250 substeps).
+    """
+    import jax
+    import jax.numpy as jnp
+    from mujoco import mjx
+
+    m = env.mx.replace(body_pos=body_pos)
+    m = m.replace(opt=m.opt.replace(disableflags=m.opt.disableflags & ~mjx.DisableBit.EULERDAMP))
+    d0 = env._data0
+    d = mjx.make_data(m).replace(
+        qpos=jnp.asarray(env.mj_model.qpos0, d0.qpos.dtype),
+        mocap_pos=d0.mocap_pos.at[0].set(jnp.asarray(hand_init_pos, d0.mocap_pos.dtype)),
+        mocap_quat=d0.mocap_quat, ctrl=jnp.array([-1.0, 1.0], d0.ctrl.dtype))
+    d, _ = jax.lax.scan(lambda dd, _: (mjx.step(m, dd), None), d, None, length=substeps)
+    return d.qpos, d.qvel

@@ -30,6 +30,7 @@ _MODULES = {
     "basketball-v3": "basketball",
     "sweep-into-v3": "sweep_into",
     "stick-pull-v3": "stick_pull",
+    "disassemble-v3": "disassemble",
 }
 
 
