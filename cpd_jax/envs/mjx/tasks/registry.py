@@ -15,6 +15,22 @@ _MODULES = {
     "peg-insert-side-v3": "peg_insert_side",
     "window-open-v3": "window_open",
     "window-close-v3": "window_close",
+    # part 2 (branch mjx2): the other 15 MT25 tasks
+    "button-press-wall-v3": "button_press_wall",
+    "button-press-topdown-wall-v3": "button_press_topdown_wall",
+    "coffee-button-v3": "coffee_button",
+    "dial-turn-v3": "dial_turn",
+    "faucet-open-v3": "faucet_open",
+    "faucet-close-v3": "faucet_close",
+    "lever-pull-v3": "lever_pull",
+    "door-lock-v3": "door_lock",
+    "coffee-pull-v3": "coffee_pull",
+    "pick-place-wall-v3": "pick_place_wall",
+    "pick-out-of-hole-v3": "pick_out_of_hole",
+    "basketball-v3": "basketball",
+    "sweep-into-v3": "sweep_into",
+    "stick-pull-v3": "stick_pull",
+    "disassemble-v3": "disassemble",
 }
 
 

@@ -1,0 +1,72 @@
+"""button-press-topdown-wall-v3 (metaworld/envs/sawyer_button_press_topdown_wall_v3.py):
+press a vertical button from above, a low wall beside it."""
+
+import jax.numpy as jnp
+
+from cpd_jax.envs.mjx import reward_utils as ru
+from cpd_jax.envs.mjx.model_edit import GeomSel, ModelEdits
+from cpd_jax.envs.mjx.tasks import common, part2_common as p2
+
+NAME = "button-press-topdown-wall-v3"
+XML = "sawyer_xyz/sawyer_button_press_topdown_wall.xml"
+HAND_INIT_POS = (0.0, 0.4, 0.2)
+HAND_LOW, HAND_HIGH = (-0.5, 0.40, 0.05), (0.5, 1.0, 0.5)
+GOAL_LOW, GOAL_HIGH = HAND_LOW, HAND_HIGH
+RESET_LOW, RESET_HIGH = (-0.1, 0.8, 0.115), (0.1, 0.9, 0.115)
+BUTTON_OFFSET = (0.0, 0.0, 0.193)  # _get_pos_objects: button body + this
+SUCCESS_DIST = 0.024  # success if |target_z - obj_z| <= 0.024
+NEAR_BUTTON_BOUND = 0.01
+PRESSED_BOUND = 0.005
+CLOSE_ENOUGH = 0.03  # the press term only counts when tcp within 0.03 of the button
+
+# The policy presses with the fingers closed (grab effort -1 opens them: one finger on
+# the cap and rod, the other on the box's side block, box #1 in this orientation).
+# Button-vs-box contacts are lateral only (slide joint) and dropped; the wall is never
+# touched by the scripted policy but kept so learned policies cannot pass through it.
+BUTTON_CAP = GeomSel(body="button", gtype="cylinder", index=2)
+BUTTON_ROD = GeomSel(body="button", gtype="cylinder", index=1)
+BOX_SIDE = GeomSel(body="buttonbox", gtype="box", index=1)
+WALL = GeomSel(body=p2.UNNAMED_BODY, gtype="box")
+MODEL_EDITS = ModelEdits(
+    pairs=p2.fingers_with(BUTTON_CAP, BUTTON_ROD, BOX_SIDE, WALL),
+    cylinders_to_box=(BUTTON_CAP, BUTTON_ROD),
+)
+
+
+def resolve_ids(ids):
+    return {"box": ids.body("box"), "button": ids.body("button"), "hole": ids.site("hole"),
+            "button_start": ids.site("buttonStart")}
+
+
+def sample_rand_vec(key):
+    return common.uniform(key, RESET_LOW, RESET_HIGH)
+
+
+def reset_physics(env, qpos, qvel, body_pos, rand_vec):
+    return qpos, qvel, body_pos.at[env.tids["box"]].set(rand_vec)
+
+
+def reset_vars(env, d, rand_vec):
+    target = d.site_xpos[env.tids["hole"]]
+    return {"target_pos": target, "obj_init_pos": rand_vec,
+            "obj_to_target_init": jnp.abs(target[2] - d.site_xpos[env.tids["button_start"]][2])}
+
+
+def obj_obs(env, d):
+    b = env.tids["button"]
+    return jnp.concatenate([d.xpos[b] + common.f32(BUTTON_OFFSET), d.xquat[b]])
+
+
+def reward(env, d, obs, action, tv):
+    """compute_reward (v2) + evaluate_state of SawyerButtonPressTopdownWallEnvV3."""
+    obj, tcp = obs[4:7], env.tcp_center(d)
+    tcp_to_obj = jnp.linalg.norm(obj - tcp)
+    tcp_to_obj_init = jnp.linalg.norm(obj - tv["init_tcp"])  # sic: current obj, as metaworld
+    obj_to_target = jnp.abs(tv["target_pos"][2] - obj[2])
+    tcp_closed = jnp.maximum(obs[3], 0.0)  # sic: the opening, unlike button-press-topdown
+    near_button = ru.tolerance(tcp_to_obj, (0.0, NEAR_BUTTON_BOUND), tcp_to_obj_init, "long_tail")
+    pressed = ru.tolerance(obj_to_target, (0.0, PRESSED_BOUND), tv["obj_to_target_init"],
+                           "long_tail")
+    r = 5.0 * ru.hamacher_product(tcp_closed, near_button)
+    r = r + jnp.where(tcp_to_obj <= CLOSE_ENOUGH, 5.0 * pressed, 0.0)
+    return r, obj_to_target <= SUCCESS_DIST

@@ -1,0 +1,90 @@
+"""Helpers shared by the part-2 task modules (the 15 non-MT10 MT25 tasks).
+
+Kept separate from `common.py` (owned by the base port) so the two branches merge
+trivially. Pure jax unless stated otherwise.
+"""
+
+from cpd_jax.envs.mjx.model_edit import CLAW_GEOMS, PAD_GEOMS, GeomSel
+
+FINGERS = PAD_GEOMS + CLAW_GEOMS  # the four finger collision boxes
+
+# Meta-World's unnamed bodies: `GeomSel(body="")` selects the collision geoms of every
+# body whose name is empty; in the wall tasks that is only the wall.
+UNNAMED_BODY = ""
+
+
+def fingers_with(*targets: GeomSel, claws: bool = True) -> list[tuple[GeomSel, GeomSel]]:
+    """Pairs of each finger pad (and claw) with each target selection."""
+    fingers = FINGERS if claws else PAD_GEOMS
+    return [(GeomSel(name=f), t) for f in fingers for t in targets]
+
+
+def gripper_caging_reward(env, d, action, obj_pos, obj_init_pos, init_tcp, *,
+                          obj_radius: float, pad_success_thresh: float,
+                          object_reach_radius: float, xz_thresh: float,
+                          desired_gripper_effort: float = 1.0, high_density: bool = False,
+                          medium_density: bool = False):
+    """`SawyerXYZEnv._gripper_caging_reward` (float32[]): caging in y by the two pads,
+    closeness in xz, gripper effort, optional density terms."""
+    import jax.numpy as jnp
+
+    from cpd_jax.envs.mjx import reward_utils as ru
+
+    if high_density and medium_density:
+        raise ValueError("Can only be either high_density or medium_density")
+    left_pad = d.xpos[env.ids.body("leftpad")]
+    right_pad = d.xpos[env.ids.body("rightpad")]
+    pad_y_lr = jnp.stack([left_pad[1], right_pad[1]])
+    pad_to_obj_lr = jnp.abs(pad_y_lr - obj_pos[1])
+    pad_to_objinit_lr = jnp.abs(pad_y_lr - obj_init_pos[1])
+    caging_lr_margin = jnp.abs(pad_to_objinit_lr - pad_success_thresh)
+    caging_lr = [ru.tolerance(pad_to_obj_lr[i], (obj_radius, pad_success_thresh),
+                              caging_lr_margin[i], "long_tail") for i in range(2)]
+    caging_y = ru.hamacher_product(*caging_lr)
+
+    tcp = env.tcp_center(d)
+    xz = jnp.array([0, 2])
+    caging_xz_margin = jnp.linalg.norm(obj_init_pos[xz] - init_tcp[xz]) - xz_thresh
+    caging_xz = ru.tolerance(jnp.linalg.norm(tcp[xz] - obj_pos[xz]), (0.0, xz_thresh),
+                             caging_xz_margin, "long_tail")
+
+    gripper_closed = (jnp.minimum(jnp.maximum(0.0, action[-1]), desired_gripper_effort)
+                      / desired_gripper_effort)
+    caging = ru.hamacher_product(caging_y, caging_xz)
+    gripping = jnp.where(caging > 0.97, gripper_closed, 0.0)
+    caging_and_gripping = ru.hamacher_product(caging, gripping)
+    if high_density:
+        caging_and_gripping = (caging_and_gripping + caging) / 2
+    if medium_density:
+        tcp_to_obj = jnp.linalg.norm(obj_pos - tcp)
+        tcp_to_obj_init = jnp.linalg.norm(obj_init_pos - init_tcp)
+        reach_margin = jnp.abs(tcp_to_obj_init - object_reach_radius)
+        reach = ru.tolerance(tcp_to_obj, (0.0, object_reach_radius), reach_margin, "long_tail")
+        caging_and_gripping = (caging_and_gripping + reach) / 2
+    return caging_and_gripping
+
+
+def simulate_hand_reset(env, body_pos, hand_init_pos, substeps: int):
+    """(qpos, qvel) after Meta-World's second `reset_model` hand settle, simulated in MJX.
+
+    From `mj_resetData` (qpos0, zero velocity) with this env's fixture positions
+    `body_pos`, holds the mocap at `hand_init_pos` (quat (1, 0, 1, 0)) with gripper ctrl
+    (-1, 1) for `substeps` physics substeps (`_reset_hand`: 50 x frame_skip = 250).
+    For tasks where that settle touches a variation-dependent fixture (door-lock: the
+    lock lever; disassemble: the nut lands on the moved peg), so the base's cached
+    variation-0 state is wrong. Euler damping is forced on for the settle (without it
+    the arm does not reach the mocap from qpos0 in 250 substeps).
+    """
+    import jax
+    import jax.numpy as jnp
+    from mujoco import mjx
+
+    m = env.mx.replace(body_pos=body_pos)
+    m = m.replace(opt=m.opt.replace(disableflags=m.opt.disableflags & ~mjx.DisableBit.EULERDAMP))
+    d0 = env._data0
+    d = mjx.make_data(m).replace(
+        qpos=jnp.asarray(env.mj_model.qpos0, d0.qpos.dtype),
+        mocap_pos=d0.mocap_pos.at[0].set(jnp.asarray(hand_init_pos, d0.mocap_pos.dtype)),
+        mocap_quat=d0.mocap_quat, ctrl=jnp.array([-1.0, 1.0], d0.ctrl.dtype))
+    d, _ = jax.lax.scan(lambda dd, _: (mjx.step(m, dd), None), d, None, length=substeps)
+    return d.qpos, d.qvel

@@ -1,0 +1,238 @@
+"""MJX port, part 2 (the 15 non-MT10 MT25 tasks) vs the `metaworld` package.
+
+Reward / success / obs ports are checked on physics states recorded in the reference
+env *without compiling MJX*: the recorded qpos/qvel/mocap are run through native
+`mj_forward` on our edited model and handed to the (pure jnp) obs and reward code via
+`mjx.put_data`, so only `mj_forward` itself (MuJoCo's job, tested upstream) is not
+MJX's. Reset obs is checked the same way (the task's `reset_physics` / `reset_vars`
+run eagerly). The closed-loop scripted-policy check compiles the full batched step and
+is `slow` except for one cheap task.
+"""
+
+import copy
+import functools
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+CACHE = os.environ.get("CPD_JAX_CACHE", os.path.expanduser("~/.cache/cpd_jax"))
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(CACHE, "jax_cc"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import mujoco  # noqa: E402
+from mujoco import mjx  # noqa: E402
+
+from cpd_jax.envs import reference, variations  # noqa: E402
+from cpd_jax.envs.mjx import sawyer  # noqa: E402
+from cpd_jax.envs.mjx.tasks import registry  # noqa: E402
+
+PART2_TASKS = (
+    "button-press-wall-v3", "button-press-topdown-wall-v3", "coffee-button-v3",
+    "dial-turn-v3", "faucet-open-v3", "faucet-close-v3", "door-lock-v3", "lever-pull-v3",
+    "coffee-pull-v3", "sweep-into-v3", "pick-out-of-hole-v3", "pick-place-wall-v3",
+    "basketball-v3", "stick-pull-v3", "disassemble-v3",
+)
+PORTED = tuple(t for t in PART2_TASKS if t in registry.ported_tasks())
+# Default run: the eager (no MJX compile) reward/reset checks on a few tasks covering
+# each kind of port (button, fixture moved per episode, hinge, grasp + caging reward);
+# everything else, and every closed-loop check (one step compile is 3-20 min on the
+# shared 2-core CPU), runs with `-m slow`.
+QUICK_TASKS = ("button-press-wall-v3", "dial-turn-v3", "faucet-open-v3", "coffee-pull-v3")
+# door-lock's reset simulates 255 MJX substeps (one step compile) even in the eager path
+NEEDS_MJX_RESET = ("door-lock-v3", "disassemble-v3")
+# disassemble: the nut's post-reset orientation comes from a settle on the peg that our
+# reduced contact set reproduces only for some variations (PORT_NOTES_PART2.md)
+KNOWN_RESET_GAPS = {"disassemble-v3": "nut orientation after the simulated hand settle "
+                                      "differs for some variations (up to 0.11)"}
+REFERENCE_JSON = pathlib.Path("/work/shared/reference/scripted_policy_success_reference.json")
+REWARD_TOL = 1e-4
+RESET_OBS_TOL = 1e-3
+SUCCESS_SLACK = 0.10
+
+
+# ---- host-side helpers (also used by the notes/benchmark script) --------------------
+@functools.lru_cache(maxsize=None)
+def get_env(task):
+    return sawyer.SawyerEnv(task)
+
+
+def native_mjx_data(env, qpos, qvel, mocap_pos, body_pos):
+    """mjx.Data of native `mj_forward` on our edited model at the given physics state."""
+    m = copy.copy(env.mj_model)
+    m.body_pos[:] = np.asarray(body_pos, np.float64)
+    d = mujoco.MjData(m)
+    d.qpos[:], d.qvel[:] = qpos, qvel
+    d.mocap_pos[:] = mocap_pos
+    d.mocap_quat[:] = np.asarray(env._data0.mocap_quat)
+    d.ctrl[:] = np.asarray(env._data0.ctrl)
+    mujoco.mj_forward(m, d)
+    return mjx.put_data(m, d)
+
+
+def eager_reset(env, rand_vec):
+    """(obs float32[39], body_pos, task_vars) of `env.reset` with native mj_forward."""
+    t, d0 = env.task, env._data0
+    rv = jnp.asarray(rand_vec, jnp.float32)
+    qpos, qvel, body_pos = t.reset_physics(env, d0.qpos, d0.qvel, env._body_pos0, rv)
+    d = native_mjx_data(env, np.asarray(qpos, np.float64), np.asarray(qvel, np.float64),
+                        np.asarray(d0.mocap_pos, np.float64), np.asarray(body_pos, np.float64))
+    tv = t.reset_vars(env, d, rv)
+    tv["init_tcp"] = jnp.asarray(env.init_tcp, jnp.float32)
+    curr = env.curr_obs(d)
+    return jnp.concatenate([curr, curr, tv["target_pos"]]), body_pos, tv
+
+
+def host_reset_states(env, rand_vecs):
+    """Batched `sawyer.State` of `env.reset` for each row of rand_vecs, built on the host
+    (native mj_forward, see `eager_reset`) so closed-loop checks compile only the step."""
+    states = []
+    for rv in rand_vecs:
+        t, d0 = env.task, env._data0
+        rvj = jnp.asarray(rv, jnp.float32)
+        qpos, qvel, body_pos = t.reset_physics(env, d0.qpos, d0.qvel, env._body_pos0, rvj)
+        d = native_mjx_data(env, np.asarray(qpos, np.float64), np.asarray(qvel, np.float64),
+                            np.asarray(d0.mocap_pos, np.float64),
+                            np.asarray(body_pos, np.float64))
+        # keep the dtypes/shapes of the jitted path (put_data may carry extra precision)
+        d = jax.tree_util.tree_map(
+            lambda a, b: jnp.asarray(a, b.dtype) if hasattr(b, "dtype") else a, d, d0)
+        tv = t.reset_vars(env, d, rvj)
+        tv["init_tcp"] = jnp.asarray(env.init_tcp, jnp.float32)
+        curr = env.curr_obs(d)
+        zero = jnp.zeros((), jnp.float32)
+        states.append(sawyer.State(
+            data=d, body_pos=jnp.asarray(body_pos, jnp.float32),
+            obs=jnp.concatenate([curr, curr, tv["target_pos"]]), curr_obs=curr, reward=zero,
+            done=jnp.zeros((), bool), truncated=jnp.zeros((), bool),
+            step_count=jnp.zeros((), jnp.int32), task_vars=tv, info={"success": zero},
+            rng=jax.random.PRNGKey(0)))
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+
+
+def eager_step_outputs(env, rec, body_pos, tv):
+    """(clipped obs, reward, success) of our port at a recorded reference state."""
+    d = native_mjx_data(env, rec["qpos"], rec["qvel"], rec["mocap_pos"], body_pos)
+    curr = env.curr_obs(d)
+    obs = jnp.concatenate([curr, jnp.asarray(rec["prev"], jnp.float32), tv["target_pos"]])
+    obs = jnp.clip(obs, env.obs_low, env.obs_high)
+    r, s = env.task.reward(env, d, obs, jnp.asarray(rec["action"], jnp.float32), tv)
+    return np.asarray(obs), float(r), bool(s)
+
+
+def policy(task):
+    from metaworld.policies import ENV_POLICY_MAP
+    return ENV_POLICY_MAP[task]()
+
+
+def record_reference(task, variation, steps):
+    """Scripted policy in metaworld; physics + outputs at the steps in `steps`."""
+    env = reference.make_metaworld_env(task)
+    reference.set_variation(env, task, variation)
+    obs, _ = env.reset()
+    pol, recs = policy(task), []
+    for t in range(max(steps) + 1):
+        a = np.clip(pol.get_action(obs), -1, 1)
+        prev = env._prev_obs.copy()
+        obs, r, _, _, info = env.step(a)
+        if t in steps:
+            d = env.data
+            recs.append(dict(t=t, qpos=d.qpos.copy(), qvel=d.qvel.copy(),
+                             mocap_pos=d.mocap_pos.copy(), prev=prev, action=a,
+                             obs=obs.copy(), reward=float(r), success=bool(info["success"])))
+    return recs
+
+
+def reward_port_errors(task, variations_=(0, 1), steps=range(0, 500, 5)):
+    """(max obs err, max reward err, success mismatches, #recorded successes)."""
+    env = get_env(task)
+    steps = set(steps)
+    obs_errs, r_errs, mism, n_succ = [0.0], [0.0], [], 0
+    for v in variations_:
+        _, body_pos, tv = eager_reset(env, variations.rand_vec(task, v))
+        for rec in record_reference(task, v, steps):
+            obs, r, s = eager_step_outputs(env, rec, body_pos, tv)
+            obs_errs.append(float(np.abs(obs - rec["obs"]).max()))
+            r_errs.append(abs(r - rec["reward"]))
+            n_succ += rec["success"]
+            if s != rec["success"]:
+                mism.append((v, rec["t"], r, rec["reward"]))
+    return max(obs_errs), max(r_errs), mism, n_succ
+
+
+def reset_obs_error(task, variations_=range(5)):
+    env = get_env(task)
+    ref = reference.make_metaworld_env(task)
+    errs = []
+    for v in variations_:
+        reference.set_variation(ref, task, v)
+        ref_obs, _ = ref.reset()
+        obs, _, _ = eager_reset(env, variations.rand_vec(task, v))
+        errs.append(float(np.abs(np.asarray(obs) - ref_obs).max()))
+    return max(errs)
+
+
+def scripted_success(task, n_episodes):
+    """Fraction of variations 0..n-1 the scripted policy solves in MJX (closed loop)."""
+    env = get_env(task)
+    step = jax.jit(jax.vmap(env.step))
+    rvs = np.stack([variations.rand_vec(task, v) for v in range(n_episodes)])
+    st = host_reset_states(env, rvs)
+    obs = np.asarray(st.obs)
+    pols = [policy(task) for _ in range(n_episodes)]
+    ever = np.zeros(n_episodes, bool)
+    for _ in range(500):
+        acts = np.stack([np.clip(p.get_action(o), -1, 1) for p, o in zip(pols, obs)])
+        st = step(st, jnp.asarray(acts, jnp.float32))
+        obs = np.asarray(st.obs)
+        ever |= np.asarray(st.info["success"]) > 0
+        if ever.all():
+            break
+    return float(ever.mean())
+
+
+# ---- tests --------------------------------------------------------------------------
+def _params(quick):
+    return [t for t in quick if t in PORTED and t not in NEEDS_MJX_RESET] + [
+        pytest.param(t, marks=pytest.mark.slow) for t in PORTED
+        if t not in quick or t in NEEDS_MJX_RESET]
+
+
+@pytest.mark.parametrize("task", _params(QUICK_TASKS))
+def test_reward_port_exact(task):
+    obs_err, r_err, mism, n_succ = reward_port_errors(task)
+    assert obs_err < REWARD_TOL, f"obs from physics max err {obs_err}"
+    assert r_err < REWARD_TOL, f"reward max err {r_err}"
+    assert not mism, f"success differs at {mism[:5]}"
+    assert n_succ > 0, "no recorded state was a success: the check is vacuous"
+
+
+def _reset_params(quick):
+    return [p if not (getattr(p, "values", (p,))[0] in KNOWN_RESET_GAPS) else pytest.param(
+        p.values[0], marks=list(p.marks) + [pytest.mark.xfail(
+            reason=KNOWN_RESET_GAPS[p.values[0]], strict=False)]) for p in _params(quick)]
+
+
+@pytest.mark.parametrize("task", _reset_params(QUICK_TASKS))
+def test_reset_obs_matches_reference(task):
+    err = reset_obs_error(task)
+    assert err < RESET_OBS_TOL, f"reset obs err {err}"
+
+
+@pytest.mark.parametrize("task", PORTED)
+def test_model_edits_compile_for_mjx(task):
+    """The edited model is accepted by mjx.put_model (no unsupported geom pair)."""
+    env = get_env(task)
+    assert env.mj_model.npair > 0
+    assert env.mx is not None
+
+
+@pytest.mark.parametrize("task,n", [pytest.param(t, 20, marks=pytest.mark.slow) for t in PORTED])
+def test_scripted_policy_success(task, n):
+    ref = json.loads(REFERENCE_JSON.read_text())[task]
+    got = scripted_success(task, n)
+    print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
+    assert got >= ref - SUCCESS_SLACK
