@@ -3,16 +3,16 @@ on the MJX port) vs Stable-Baselines3 PPO on the reference backend (`metaworld`
 package, CPU MuJoCo), same env-step budget, same PPO hyper-parameters where both have
 them, run side by side from one command:
 
-    PYTHONPATH=. /work/venv/bin/python benchmarks/ppo_reach.py \
-        --sb3_python=/work/venv-sb3/bin/python [--budget=300000] [--mjx_src=/work/wt-mjx]
+    .venv/bin/python benchmarks/ppo_reach.py \
+        --sb3_python=venv-sb3/bin/python [--budget=300000]
 
 SB3 runs in its own venv (torch is not a project dependency) as a subprocess of this
 script (`--sb3_worker`), after ours, so the two never share the CPU. Both evaluate
 the deterministic policy every `--eval_every` env steps on `--num_eval` episodes of
 MT50(seed=0) variations (success at any step of 500) and stop at `--target`. Wall
 times include evaluation; ours is reported with and without XLA compile time.
-`--mjx_src` points at a checkout that has `cpd_jax/envs/mjx` (until the port is
-merged): its `cpd_jax/envs` is appended to the package path, nothing is copied.
+SB3 needs its own venv: `python3 -m venv venv-sb3 && venv-sb3/bin/pip install
+torch==2.13.0 stable-baselines3 gymnasium packaging metaworld==3.1.1 mujoco==3.3.0`.
 Prints one JSON line per side and a final ratio line.
 """
 
@@ -41,8 +41,7 @@ def parse(argv=None):
                    help="ours; SB3 always uses an MLP critic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--which", default="both", choices=["both", "ours", "sb3"])
-    p.add_argument("--sb3_python", default="/work/venv-sb3/bin/python")
-    p.add_argument("--mjx_src", default=None)
+    p.add_argument("--sb3_python", default="venv-sb3/bin/python")
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.add_argument("--sb3_worker", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -54,9 +53,6 @@ def parse(argv=None):
 def run_ours(args) -> dict:
     import jax
 
-    if args.mjx_src:
-        import cpd_jax.envs
-        cpd_jax.envs.__path__.append(os.path.join(args.mjx_src, "cpd_jax", "envs"))
     from cpd_jax.configs import teachers_ppo
     from cpd_jax.teachers import mjx_adapter, ppo
 

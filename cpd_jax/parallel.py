@@ -14,7 +14,7 @@ gather. Fine at the paper's scale (~65k steps x 39 floats per task); shard the s
 episode if it ever stops fitting on one device.
 
 Multi-host: `maybe_initialize_distributed(config)` brings up `jax.distributed`; the mesh
-then spans every process's devices. Untested here (one host) -- see PROTOCOL_NOTES.md.
+then spans every process's devices. Untested here (one host) -- see BUILD_NOTES.md, appendix E.
 """
 
 from typing import Callable, Optional, Sequence

@@ -45,7 +45,7 @@ QUICK_TASKS = ("button-press-wall-v3", "dial-turn-v3", "faucet-open-v3", "coffee
 # door-lock's reset simulates 255 MJX substeps (one step compile) even in the eager path
 NEEDS_MJX_RESET = ("door-lock-v3", "disassemble-v3")
 # disassemble: the nut's post-reset orientation comes from a settle on the peg that our
-# reduced contact set reproduces only for some variations (PORT_NOTES_PART2.md)
+# reduced contact set reproduces only for some variations (BUILD_NOTES.md, appendix B)
 KNOWN_RESET_GAPS = {"disassemble-v3": "nut orientation after the simulated hand settle "
                                       "differs for some variations (up to 0.11)"}
 REFERENCE_JSON = pathlib.Path("/work/shared/reference/scripted_policy_success_reference.json")

@@ -12,7 +12,7 @@ but its state is frozen by a `jnp.where` over the whole TrainState pytree.
 
 Episode ends (the env's `done` or the time limit `episode_length`) are treated as
 terminal in GAE, as garage/rllab do with a time-feature linear baseline (the time
-features make the truncated return predictable). See PPO_NOTES.md.
+features make the truncated return predictable). See BUILD_NOTES.md, appendix D.
 """
 
 import math

@@ -1,7 +1,7 @@
 """The Sawyer base env as pure functions: `reset(key, rand_vec) -> State`,
 `step(State, action) -> State`, matching `metaworld.sawyer_xyz_env.SawyerXYZEnv`.
 
-What is reproduced (see PORT_NOTES.md for what is not):
+What is reproduced (see BUILD_NOTES.md, appendix A, for what is not):
 * mocap position control: mocap += clip(action[:3], -1, 1) * ACTION_SCALE, clipped to
   the task's mocap box; mocap quat fixed to (1, 0, 1, 0); gripper ctrl [a, -a];
 * FRAME_SKIP physics substeps (a `lax.scan`, so the step is compiled once);
