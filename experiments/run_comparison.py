@@ -27,6 +27,8 @@ _METHODS = flags.DEFINE_list("methods", "ours,finetune,replay_only,expert_only,i
 _SEEDS = flags.DEFINE_list("seeds", "0,1", "seeds")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "runs at a time")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "extra --config.x=y for every run")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False,
+                                 "run nothing: rebuild the table from finished runs")
 
 ABLATIONS = {  # name -> (method, config overrides)
     "no_te": ("ours", ["--config.student.task_context=none"]),
@@ -49,11 +51,28 @@ def run_one(name: str, seed: int, root: pathlib.Path) -> pathlib.Path:
     return workdir / "results.json"
 
 
+def finished_results(root: pathlib.Path) -> dict:
+    """{method: [per-seed summaries]} of every run whose results.json covers all stages."""
+    results = {}
+    for name in _METHODS.value:
+        for seed in _SEEDS.value:
+            path = root / name / f"seed{seed}" / "results.json"
+            if not path.exists():
+                continue
+            run = json.loads(path.read_text())
+            if len(run["summary"]) == len(run["R"]):  # every stage finished
+                results.setdefault(name, []).append(run["summary"])
+    return results
+
+
 def main(argv):
     del argv
     from cpd_jax.evaluation import report
 
     root = pathlib.Path(_WORKDIR.value)
+    if _REPORT_ONLY.value:
+        logging.info("table written: %s", report.write_table2(root, finished_results(root)))
+        return
     # Collect teacher data once, before runs share it (sequentially: no races).
     first = _METHODS.value[0]
     jobs = [(m, int(s)) for s in _SEEDS.value for m in _METHODS.value]
@@ -65,11 +84,7 @@ def main(argv):
         todo = {pool.submit(run_one, m, s, root): (m, s) for m, s in jobs[1:]}
         for f in futures.as_completed(todo):
             paths[todo[f]] = f.result()
-    results = {}
-    for (m, s), p in sorted(paths.items(), key=lambda kv: (_METHODS.value.index(kv[0][0]),
-                                                          kv[0][1])):
-        results.setdefault(m, []).append(json.loads(p.read_text())["summary"])
-    files = report.write_table2(root, results)
+    files = report.write_table2(root, finished_results(root))
     logging.info("table written: %s (%.0f s in all)", files, time.time() - start)
 
 
