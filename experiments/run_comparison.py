@@ -73,17 +73,13 @@ def main(argv):
     if _REPORT_ONLY.value:
         logging.info("table written: %s", report.write_table2(root, finished_results(root)))
         return
-    # Collect teacher data once, before runs share it (sequentially: no races).
-    first = _METHODS.value[0]
-    jobs = [(m, int(s)) for s in _SEEDS.value for m in _METHODS.value]
+    jobs = [(m, int(s)) for s in _SEEDS.value for m in _METHODS.value]  # seed-major
     start = time.time()
-    paths = {}
-    run_one(first, jobs[0][1], root)
-    paths[jobs[0]] = root / first / f"seed{jobs[0][1]}" / "results.json"
+    # The first run collects the teacher data alone, so later runs only read it.
+    run_one(*jobs[0], root)
     with futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
-        todo = {pool.submit(run_one, m, s, root): (m, s) for m, s in jobs[1:]}
-        for f in futures.as_completed(todo):
-            paths[todo[f]] = f.result()
+        for f in futures.as_completed([pool.submit(run_one, m, s, root) for m, s in jobs[1:]]):
+            f.result()  # re-raises a failed run's error
     files = report.write_table2(root, finished_results(root))
     logging.info("table written: %s (%.0f s in all)", files, time.time() - start)
 
