@@ -2,7 +2,7 @@
 
     python experiments/run_comparison.py --config=cpd_jax/configs/mt25_5stage_cpu.py \
         --workdir=runs/table2 --methods=ours,finetune,replay_only,expert_only,independent \
-        --seeds=0,1 [--parallel=2] [--config.distill.max_steps=...]
+        --seeds=0,1 [--parallel=2] [--override=--config.distill.max_steps=1000]
 
 Each (method, seed) is its own `python -m cpd_jax.main` run in
 `<workdir>/<method>/seed<k>` (so each resumes from its own checkpoints if killed),
