@@ -8,13 +8,12 @@ experts it grew.
 import json
 import pathlib
 
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
 from cpd_jax import checkpointing, pipeline
 from cpd_jax.envs import validate_tasks
-from cpd_jax.student.inputs import ObsNorm
+from cpd_jax.student.inputs import obs_norm_from_tree
 
 
 def restore_student(checkpoint_dir, step=None):
@@ -23,8 +22,7 @@ def restore_student(checkpoint_dir, step=None):
     tree, meta = checkpointing.RunCheckpointer(checkpoint_dir).restore(step)
     config = ml_collections.ConfigDict(meta["config"])
     config.student.num_experts = meta["num_experts"]
-    obs_norm = ObsNorm(mean=jnp.asarray(tree["obs_norm"]["mean"]),
-                       std=jnp.asarray(tree["obs_norm"]["std"]))
+    obs_norm = obs_norm_from_tree(tree["obs_norm"])
     return config, tree["params"], obs_norm, meta, tree.get("encoder")
 
 

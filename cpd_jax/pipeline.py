@@ -58,9 +58,7 @@ def collect_or_load(config, task: str, directory: pathlib.Path) -> rollouts.Traj
         env = make_env(config.env.backend, [task] * len(chunk))
         chunks.append(rollouts.collect(env, teacher, chunk, seed=config.seed + i,
                                        noise_std=config.data.collect_noise_std))
-    traj = rollouts.Trajectories(task=task, **{
-        k: np.concatenate([getattr(c, k) for c in chunks])
-        for k in ("obs", "actions", "rewards", "success", "lengths", "variations")})
+    traj = rollouts.concatenate(chunks)
     rollouts.save(directory, traj, {"backend": config.env.backend,
                                    "teacher": config.teacher.kind,
                                    "noise_std": config.data.collect_noise_std,

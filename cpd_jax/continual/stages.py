@@ -28,7 +28,8 @@ from cpd_jax.envs import MT25_TASKS, make_env, validate_tasks
 from cpd_jax.evaluation import closed_loop, metrics, report, routing_stats
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
 from cpd_jax.student import task_embedding
-from cpd_jax.student.inputs import ObsNorm, fit_obs_norm
+from cpd_jax.student.inputs import (ObsNorm, fit_obs_norm, obs_norm_from_tree,
+                                    obs_norm_to_tree, student_inputs)
 
 CHECKPOINT_FORMAT = "cpd_jax.continual/v1"
 # Config fields that may change between a run and its resumption (they do not change
@@ -150,7 +151,6 @@ def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, 
         for i in range(config.continual.fisher_batches):
             history, targets = distillation.sample_batch(jax.random.fold_in(key, i),
                                                          prev_source, config.distill.batch_size)
-            from cpd_jax.student.inputs import student_inputs
             inputs = student_inputs(config.student.task_context, history, None, obs_norm)
             batches.append((inputs, history.valid, targets))
         fisher = penalties.diagonal_fisher(model, prev_params, batches)
@@ -199,7 +199,7 @@ def evaluate_seen(config, params, obs_norm, tasks, encoder=None) -> dict:
 
 
 def _save(ckpt, run: RunState, config, extra: dict):
-    tree = {"params": run.params, "obs_norm": {"mean": run.obs_norm.mean, "std": run.obs_norm.std},
+    tree = {"params": run.params, "obs_norm": obs_norm_to_tree(run.obs_norm),
             "R": run.R, "teacher_success": run.teacher_success}
     if len(run.replay):  # orbax stores no zero-size arrays: an empty buffer is left out
         tree["replay"] = {f: getattr(run.replay, f) for f in replay_lib.FIELDS}
@@ -224,8 +224,7 @@ def _restore(ckpt, config) -> RunState | None:
     tree, meta = ckpt.restore()
     logging.info("resuming after stage %d (%d experts)", meta["stages_done"], meta["num_experts"])
     return RunState(stages_done=meta["stages_done"], params=tree["params"],
-                    obs_norm=ObsNorm(mean=jnp.asarray(tree["obs_norm"]["mean"]),
-                                     std=jnp.asarray(tree["obs_norm"]["std"])),
+                    obs_norm=obs_norm_from_tree(tree["obs_norm"]),
                     replay=(replay_lib.ReplayBuffer.from_arrays(**tree["replay"])
                             if "replay" in tree else replay_lib.ReplayBuffer.empty()),
                     R=np.asarray(tree["R"]), teacher_success=np.asarray(tree["teacher_success"]),
@@ -322,7 +321,6 @@ def write_routing_and_embedding_plots(workdir, config, run: RunState, tasks,
     source = distillation.make_window_source(data, config.student.seq_len)
     history, _ = distillation.sample_batch(jax.random.PRNGKey(config.seed), source,
                                            windows_per_task * len(tasks))
-    from cpd_jax.student.inputs import student_inputs
     inputs = student_inputs(config.student.task_context, history, embed_fn_for(run.encoder),
                             run.obs_norm)
     model = _student(config, num_experts(run.params))

@@ -59,6 +59,14 @@ class Trajectories:
         return dataclasses.replace(self, **{k: getattr(self, k)[index] for k in _ARRAYS})
 
 
+def concatenate(parts: list[Trajectories]) -> Trajectories:
+    """The episodes of several `Trajectories` of one task, in order."""
+    if len({p.task for p in parts}) != 1:
+        raise ValueError(f"cannot concatenate trajectories of {sorted({p.task for p in parts})}")
+    return dataclasses.replace(parts[0], **{k: np.concatenate([getattr(p, k) for p in parts])
+                                            for k in _ARRAYS})
+
+
 def collect(env: BatchedEnv, teacher, variations, *, noise_std: float = 0.0,
             seed: int = 0, num_steps: int = MAX_EPISODE_STEPS) -> Trajectories:
     """Runs `teacher` in `env` (all B envs on the teacher's task) for one episode each.

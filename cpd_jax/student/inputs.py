@@ -52,6 +52,16 @@ def fit_obs_norm(obs, min_std: float = 1e-2) -> ObsNorm:
     return ObsNorm(mean=jnp.mean(flat, 0), std=jnp.maximum(jnp.std(flat, 0), min_std))
 
 
+def obs_norm_to_tree(norm: ObsNorm) -> dict:
+    """{"mean", "std"}: the checkpointed form of an ObsNorm."""
+    return {"mean": norm.mean, "std": norm.std}
+
+
+def obs_norm_from_tree(tree: dict) -> ObsNorm:
+    """Inverse of `obs_norm_to_tree` (leaves may come back as numpy arrays)."""
+    return ObsNorm(mean=jnp.asarray(tree["mean"]), std=jnp.asarray(tree["std"]))
+
+
 def identity_obs_norm(obs_dim: int = 39) -> ObsNorm:
     return ObsNorm(mean=jnp.zeros(obs_dim), std=jnp.ones(obs_dim))
 
