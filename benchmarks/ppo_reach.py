@@ -64,8 +64,9 @@ def run_ours(args) -> dict:
     c.baseline = args.baseline
     t0 = time.time()
     env = mjx_adapter.make_mjx_env(TASK)
+    pool = mjx_adapter.make_reset_pool(env, jax.random.PRNGKey(args.seed))
     fns = ppo.make_ppo(c, env)
-    state = jax.jit(fns.init)(jax.random.PRNGKey(args.seed))
+    state = jax.jit(fns.init)(jax.random.PRNGKey(args.seed), pool)
     chunk = jax.jit(lambda s: fns.train_chunk(s, 1))
     compiled = chunk.lower(state).compile()
     compile_s = time.time() - t0

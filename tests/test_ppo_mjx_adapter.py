@@ -50,6 +50,32 @@ def test_random_mode_and_ppo_update_through_adapter():
     assert int(state.env_steps) > 0 and np.isfinite(float(m["pg_loss"]))
 
 
+def test_reset_pool_holds_each_variation_once_and_resets_draw_from_it():
+    env = mjx_adapter.MjxTaskEnv(sawyer=FakeSawyer(), rand_vecs=RAND_VECS,
+                                 observation_size=4, action_size=2)
+    pool = mjx_adapter.make_reset_pool(env, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(np.asarray(pool.pipeline_state[1]), RAND_VECS)
+    bound = env.with_task(pool)
+    s = jax.vmap(bound.reset)(jax.random.split(jax.random.PRNGKey(1), 64))
+    drawn = {tuple(g) for g in np.asarray(s.pipeline_state[1]).round(4)}
+    assert drawn == {tuple(g) for g in RAND_VECS.round(4)}
+    random_env = dataclasses.replace(env, variations="random")
+    random_pool = mjx_adapter.make_reset_pool(random_env, jax.random.PRNGKey(0), pool_size=7)
+    assert np.asarray(random_pool.pipeline_state[1]).shape == (7, 2)
+
+
+def test_ppo_trains_on_the_pool_as_task_params():
+    env = mjx_adapter.MjxTaskEnv(sawyer=FakeSawyer(), rand_vecs=RAND_VECS,
+                                 observation_size=4, action_size=2)
+    pool = mjx_adapter.make_reset_pool(env, jax.random.PRNGKey(0))
+    from tests.test_ppo import small_config
+    fns = ppo.make_ppo(small_config(), env)
+    state, m = jax.jit(fns.update)(fns.init(jax.random.PRNGKey(0), pool))
+    goals = np.asarray(state.env_state.pipeline_state[1])
+    dist = np.min(np.linalg.norm(goals[:, None] - RAND_VECS[None], axis=-1), axis=1)
+    assert np.all(dist < 1e-6) and np.isfinite(float(m["pg_loss"]))
+
+
 def test_bad_variation_mode():
     with pytest.raises(ValueError):
         mjx_adapter.make_mjx_env("reach-v3", variations="nope")

@@ -62,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.teachers.env_backend = "mjx"  # "mjx" (Meta-World port) or "point_mass" (toy)
     config.teachers.variations = "mt50"  # mjx: episodes draw one of the task's 50 MT50
     #                                      variations ("random": fresh from reset space)
+    config.teachers.reset_pool_size = 1024  # "random": start states precomputed once
+    #                                         (mjx_adapter.make_reset_pool; "mt50" uses 50)
     config.teachers.evals_per_chunk = 5  # eval periods per jitted chunk; a checkpoint
     #                                      of the full training state follows each chunk
     config.teachers.shard = True  # shard the task axis over all local devices

@@ -64,8 +64,14 @@ def env_groups(config) -> list[tuple[str, ppo.Env, list[str], Any]]:
         from cpd_jax.envs.tasks import validate_tasks
         from cpd_jax.teachers import mjx_adapter
         validate_tasks(tasks)
-        return [(t, mjx_adapter.make_mjx_env(t, config.teachers.variations),
-                 [t], None) for t in tasks]
+        groups = []
+        for t in tasks:
+            env = mjx_adapter.make_mjx_env(t, config.teachers.variations)
+            pool = mjx_adapter.make_reset_pool(env, task_key(config.seed, t),
+                                               config.teachers.reset_pool_size)
+            # A task axis of 1: the pool is this task's params (resets are gathers).
+            groups.append((t, env, [t], jax.tree_util.tree_map(lambda x: x[None], pool)))
+        return groups
     raise ValueError(f"unknown teachers.env_backend {backend!r}")
 
 
