@@ -25,7 +25,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -50,28 +50,30 @@ def task_key(seed: int, task: str) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), names.index(task))
 
 
-def env_groups(config) -> list[tuple[str, ppo.Env, list[str], Any]]:
-    """[(group name, env, tasks, stacked task_params or None)] for config.teachers."""
+def env_groups(config) -> Iterator[tuple[str, ppo.Env, list[str], Any]]:
+    """(group name, env, tasks, stacked task_params or None) for config.teachers, built
+    one group at a time (an MJX group's reset pool compiles for a minute or more, so
+    the first teacher starts training without waiting for every task's pool)."""
     backend = config.teachers.env_backend
     tasks = list(config.teachers.tasks)
     if backend == "point_mass":
         unknown = [t for t in tasks if t not in toy_envs.TOY_TASKS]
         if unknown:
             raise ValueError(f"unknown toy tasks {unknown}; have {sorted(toy_envs.TOY_TASKS)}")
-        return [("point_mass", toy_envs.PointMass(), tasks,
-                 jnp.asarray(toy_envs.toy_task_params(tasks)))]
+        yield ("point_mass", toy_envs.PointMass(), tasks,
+               jnp.asarray(toy_envs.toy_task_params(tasks)))
+        return
     if backend == "mjx":
         from cpd_jax.envs.tasks import validate_tasks
         from cpd_jax.teachers import mjx_adapter
         validate_tasks(tasks)
-        groups = []
         for t in tasks:
             env = mjx_adapter.make_mjx_env(t, config.teachers.variations)
             pool = mjx_adapter.make_reset_pool(env, task_key(config.seed, t),
                                                config.teachers.reset_pool_size)
             # A task axis of 1: the pool is this task's params (resets are gathers).
-            groups.append((t, env, [t], jax.tree_util.tree_map(lambda x: x[None], pool)))
-        return groups
+            yield t, env, [t], jax.tree_util.tree_map(lambda x: x[None], pool)
+        return
     raise ValueError(f"unknown teachers.env_backend {backend!r}")
 
 
