@@ -24,6 +24,8 @@ def main(argv):
     config = _CONFIG.value
     from cpd_jax import parallel
     parallel.maybe_initialize_distributed(config)  # before any other JAX call
+    from cpd_jax.cache import enable_compilation_cache
+    enable_compilation_cache()  # a resumed job reads its compiled programs back
     logging.info("config:\n%s", config)
     if _MODE.value == "eval":
         from cpd_jax import evaluate_checkpoint

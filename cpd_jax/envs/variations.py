@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 
+from cpd_jax.cache import cache_root
 from cpd_jax.envs.tasks import MT25_TASKS, validate_tasks
 
 NUM_VARIATIONS = 50  # metaworld's _N_GOALS
@@ -19,8 +20,7 @@ _CACHE_NAME = "mt50_seed0_rand_vecs_v1.npz"
 
 
 def _cache_path() -> pathlib.Path:
-    root = os.environ.get("CPD_JAX_CACHE", os.path.expanduser("~/.cache/cpd_jax"))
-    return pathlib.Path(root) / _CACHE_NAME
+    return cache_root() / _CACHE_NAME
 
 
 def _compute_rand_vecs() -> dict[str, np.ndarray]:
