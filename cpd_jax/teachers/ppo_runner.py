@@ -87,15 +87,21 @@ def _checkpoint_manager(path: str):
 
 
 def _leaves_dict(tree) -> dict[str, Any]:
-    return {f"{i:05d}": x for i, x in enumerate(jax.tree_util.tree_leaves(tree))}
+    """The tree's leaves by index, without zero-size ones (orbax refuses them; MJX
+    data has some, e.g. constraint arrays of a model with no equality rows): a
+    restore takes those from the freshly initialised state."""
+    return {f"{i:05d}": x for i, x in enumerate(jax.tree_util.tree_leaves(tree))
+            if np.size(x) > 0}
 
 
 def save_state(path: str, step: int, state: ppo.TrainState, curves: dict) -> None:
-    """Checkpoint of a batched TrainState (+ the curves so far, as JSON)."""
+    """Checkpoint of a batched TrainState (+ the curves so far, as JSON). The task
+    params are not saved: they are rebuilt from the config (an MJX reset pool is
+    large and holds zero-size arrays, which orbax refuses)."""
     import orbax.checkpoint as ocp
     with _checkpoint_manager(path) as mngr:
         mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_leaves_dict(state)),
+            state=ocp.args.StandardSave(_leaves_dict(state.replace(task_params=None))),
             curves=ocp.args.JsonSave(curves)))
         mngr.wait_until_finished()
 
@@ -110,12 +116,14 @@ def restore_state(path: str, like: ppo.TrainState) -> Optional[tuple[int, Any, d
         step = mngr.latest_step()
         if step is None:
             return None
+        task_params, like = like.task_params, like.replace(task_params=None)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _leaves_dict(like))
         out = mngr.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract), curves=ocp.args.JsonRestore()))
-    leaves = [out["state"][k] for k in sorted(out["state"])]
-    treedef = jax.tree_util.tree_structure(like)
-    return step, jax.tree_util.tree_unflatten(treedef, leaves), dict(out["curves"])
+    like_leaves, treedef = jax.tree_util.tree_flatten(like)
+    leaves = [out["state"].get(f"{i:05d}", x) for i, x in enumerate(like_leaves)]
+    state = jax.tree_util.tree_unflatten(treedef, leaves).replace(task_params=task_params)
+    return step, state, dict(out["curves"])
 
 
 def _jsonable(x):
