@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from mujoco import mjx
 
 from cpd_jax.envs.mjx import reward_utils as ru
-from cpd_jax.envs.mjx.model_edit import TABLE, GeomSel, ModelEdits
+from cpd_jax.envs.mjx.model_edit import HAND_PROXY, TABLE, GeomSel, ModelEdits
 from cpd_jax.envs.mjx.tasks import common, part2_common as p2
 
 NAME = "door-lock-v3"
@@ -36,8 +36,11 @@ EXTRA_SUBSTEPS = 5  # door-lock's reset_model: frame_skip x mj_step after moving
 # the lock's base block (door_link box #0) and the table (HAND_LOW z = -0.15).
 LOCK = GeomSel(body="lock_link", gtype="box")
 LOCK_BASE = GeomSel(body="door_link", gtype="box", index=0)
-HAND = GeomSel(body="right_hand", gtype="mesh")
-MODEL_EDITS = ModelEdits(pairs=[(HAND, LOCK)] + p2.fingers_with(LOCK, LOCK_BASE, TABLE))
+# The hand mesh pushes the lock with its end face: the box stand-in HAND_PROXY replaces it
+# (mesh pairs compiled out of memory on the shared CPU).
+HAND = HAND_PROXY
+MODEL_EDITS = ModelEdits(pairs=[(HAND, LOCK)] + p2.fingers_with(LOCK, LOCK_BASE, TABLE),
+                         hand_proxy="box")
 
 
 def resolve_ids(ids):
