@@ -176,3 +176,38 @@ def test_scripted_policy_success(task, n):
     got = _scripted_success(task, n)
     print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
     assert got >= ref - SUCCESS_SLACK
+
+
+def test_hand_proxy_geom():
+    """HAND_PROXY: added to the hand body only when a pair uses it, collides only in its
+    explicit pairs, leaves masses unchanged, and the box covers the whole hand mesh."""
+    import dataclasses
+
+    import mujoco
+
+    from cpd_jax.envs.mjx import model_edit as me
+    from cpd_jax.envs.mjx.tasks import window_open as wo
+
+    edits = dataclasses.replace(wo.MODEL_EDITS, hand_proxy="box")
+    m = me.build_model(wo.XML, edits)
+    no_proxy = me.build_model(wo.XML, dataclasses.replace(edits, pairs=[
+        p for p in edits.pairs if me.HAND_PROXY not in p]))
+    g = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, me.HAND_PROXY_NAME)
+    assert g >= 0 and mujoco.mj_name2id(no_proxy, mujoco.mjtObj.mjOBJ_GEOM,
+                                        me.HAND_PROXY_NAME) < 0
+    assert m.body(int(m.geom_bodyid[g])).name == me.HAND_BODY
+    assert m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0
+    in_pairs = [p for p in range(m.npair) if g in (m.pair_geom1[p], m.pair_geom2[p])]
+    assert len(in_pairs) == 3  # the three sash handle capsules
+    np.testing.assert_array_equal(m.body_mass, no_proxy.body_mass)
+    np.testing.assert_array_equal(m.body_inertia, no_proxy.body_inertia)
+    # every mesh vertex (in the hand body's frame) lies inside the box
+    mesh_g = me.hand_mesh_geom(m)
+    mid = m.geom_dataid[mesh_g]
+    verts = m.mesh_vert[m.mesh_vertadr[mid]:m.mesh_vertadr[mid] + m.mesh_vertnum[mid]]
+    rot_mesh, rot_box = np.zeros(9), np.zeros(9)
+    mujoco.mju_quat2Mat(rot_mesh, m.geom_quat[mesh_g])
+    mujoco.mju_quat2Mat(rot_box, m.geom_quat[g])
+    body_frame = verts @ rot_mesh.reshape(3, 3).T + m.geom_pos[mesh_g]
+    in_box = (body_frame - m.geom_pos[g]) @ rot_box.reshape(3, 3)
+    assert (np.abs(in_box) <= m.geom_size[g] + 1e-6).all()
