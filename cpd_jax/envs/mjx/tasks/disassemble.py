@@ -74,7 +74,7 @@ def reward(env, d, obs, action, tv):
         jnp.where(jnp.abs(wrench[0] - hand[0]) < WRENCH_HANDLE_LENGTH / 2.0, hand[0], wrench[0]))
     reward_quat = jnp.maximum(1.0 - jnp.linalg.norm(obs[7:11] - common.f32(IDEAL_QUAT)) / 0.4,
                               0.0)
-    reward_grab = p2.gripper_caging_reward(
+    reward_grab = common.gripper_caging_reward(
         env, d, action, wrench_threshed, tv["obj_init_pos"], tv["init_tcp"],
         object_reach_radius=0.01, obj_radius=0.015, pad_success_thresh=0.02, xz_thresh=0.01,
         high_density=True)

@@ -36,11 +36,12 @@ EXTRA_SUBSTEPS = 5  # door-lock's reset_model: frame_skip x mj_step after moving
 # the lock's base block (door_link box #0) and the table (HAND_LOW z = -0.15).
 LOCK = GeomSel(body="lock_link", gtype="box")
 LOCK_BASE = GeomSel(body="door_link", gtype="box", index=0)
-# The hand mesh pushes the lock with its end face: the box stand-in HAND_PROXY replaces it
-# (mesh pairs compiled out of memory on the shared CPU).
+# The hand mesh pushes the lock with its end: the capsule stand-in HAND_PROXY replaces it
+# (mesh pairs compiled out of memory on the shared CPU; a box stand-in's native box-box
+# contacts do not fit MJX's 4 per pair in `mjx.put_data`).
 HAND = HAND_PROXY
 MODEL_EDITS = ModelEdits(pairs=[(HAND, LOCK)] + p2.fingers_with(LOCK, LOCK_BASE, TABLE),
-                         hand_proxy="box")
+                         hand_proxy="capsule")
 
 
 def resolve_ids(ids):

@@ -19,51 +19,6 @@ def fingers_with(*targets: GeomSel, claws: bool = True) -> list[tuple[GeomSel, G
     return [(GeomSel(name=f), t) for f in fingers for t in targets]
 
 
-def gripper_caging_reward(env, d, action, obj_pos, obj_init_pos, init_tcp, *,
-                          obj_radius: float, pad_success_thresh: float,
-                          object_reach_radius: float, xz_thresh: float,
-                          desired_gripper_effort: float = 1.0, high_density: bool = False,
-                          medium_density: bool = False):
-    """`SawyerXYZEnv._gripper_caging_reward` (float32[]): caging in y by the two pads,
-    closeness in xz, gripper effort, optional density terms."""
-    import jax.numpy as jnp
-
-    from cpd_jax.envs.mjx import reward_utils as ru
-
-    if high_density and medium_density:
-        raise ValueError("Can only be either high_density or medium_density")
-    left_pad = d.xpos[env.ids.body("leftpad")]
-    right_pad = d.xpos[env.ids.body("rightpad")]
-    pad_y_lr = jnp.stack([left_pad[1], right_pad[1]])
-    pad_to_obj_lr = jnp.abs(pad_y_lr - obj_pos[1])
-    pad_to_objinit_lr = jnp.abs(pad_y_lr - obj_init_pos[1])
-    caging_lr_margin = jnp.abs(pad_to_objinit_lr - pad_success_thresh)
-    caging_lr = [ru.tolerance(pad_to_obj_lr[i], (obj_radius, pad_success_thresh),
-                              caging_lr_margin[i], "long_tail") for i in range(2)]
-    caging_y = ru.hamacher_product(*caging_lr)
-
-    tcp = env.tcp_center(d)
-    xz = jnp.array([0, 2])
-    caging_xz_margin = jnp.linalg.norm(obj_init_pos[xz] - init_tcp[xz]) - xz_thresh
-    caging_xz = ru.tolerance(jnp.linalg.norm(tcp[xz] - obj_pos[xz]), (0.0, xz_thresh),
-                             caging_xz_margin, "long_tail")
-
-    gripper_closed = (jnp.minimum(jnp.maximum(0.0, action[-1]), desired_gripper_effort)
-                      / desired_gripper_effort)
-    caging = ru.hamacher_product(caging_y, caging_xz)
-    gripping = jnp.where(caging > 0.97, gripper_closed, 0.0)
-    caging_and_gripping = ru.hamacher_product(caging, gripping)
-    if high_density:
-        caging_and_gripping = (caging_and_gripping + caging) / 2
-    if medium_density:
-        tcp_to_obj = jnp.linalg.norm(obj_pos - tcp)
-        tcp_to_obj_init = jnp.linalg.norm(obj_init_pos - init_tcp)
-        reach_margin = jnp.abs(tcp_to_obj_init - object_reach_radius)
-        reach = ru.tolerance(tcp_to_obj, (0.0, object_reach_radius), reach_margin, "long_tail")
-        caging_and_gripping = (caging_and_gripping + reach) / 2
-    return caging_and_gripping
-
-
 def simulate_hand_reset(env, body_pos, hand_init_pos, substeps: int,
                         solver_iterations: int | None = None):
     """(qpos, qvel) after Meta-World's second `reset_model` hand settle, simulated in MJX.

@@ -77,7 +77,8 @@ def reward(env, d, obs, action, tv):
     box2 = ru.rect_prism_tolerance(head, site[ti["bottom_right_corner_collision_box_2"]],
                                    site[ti["top_left_corner_collision_box_2"]])
     in_place = ru.hamacher_product(in_place, ru.hamacher_product(box2, box1))
-    grasped = common.gripper_caging_reward(env, d, action, obj, tv, obj_radius=0.0075,
+    grasped = common.gripper_caging_reward(env, d, action, obj, tv["obj_init_pos"],
+                                           tv["init_tcp"], obj_radius=0.0075,
                                            pad_success_thresh=0.03, object_reach_radius=0.01,
                                            xz_thresh=0.005, high_density=True)
     lifted = ((tcp_to_obj < GRASPED_TCP_DIST) & (tcp_opened > 0)

@@ -100,7 +100,7 @@ def reward(env, d, obs, action, tv):
                                     jnp.linalg.norm(stick_init - target), "long_tail")
     container_in_place = ru.tolerance(jnp.linalg.norm(container - target), (0.0, TARGET_RADIUS),
                                       jnp.linalg.norm(tv["obj_init_pos"] - target), "long_tail")
-    grasped = p2.gripper_caging_reward(
+    grasped = common.gripper_caging_reward(
         env, d, action, stick, tv["obj_init_pos"], tv["init_tcp"], obj_radius=0.014,
         pad_success_thresh=0.05, object_reach_radius=0.01, xz_thresh=0.01, high_density=True)
     grasp_success = (tcp_to_stick < 0.02) & (obs[3] > 0) & (stick[2] - 0.01 > stick_init[2])
