@@ -54,6 +54,7 @@ class ModelEdits:
     ls_iterations: int = 8
     disable_eulerdamp: bool = False
     hand_proxy: str = "box"  # shape of HAND_PROXY when a pair uses it: "box" or "capsule"
+    capsule_standins: Sequence[GeomSel] = ()  # boxes that get a capsule twin (`standin`)
 
 
 # The Sawyer hand's collision mesh (`eGripperBase`, 6693 vertices, on body `right_hand`)
@@ -163,6 +164,42 @@ def _add_hand_proxy(spec: mujoco.MjSpec, shape: str) -> None:
     proxy.priority = int(m.geom_priority[g])
 
 
+def standin(box_name: str) -> GeomSel:
+    """Selects the capsule twin of the box geom `box_name` (see `_add_capsule_standins`)."""
+    return GeomSel(name=f"{box_name}_capsule")
+
+
+def _add_capsule_standins(spec: mujoco.MjSpec, sels: Sequence[GeomSel]) -> None:
+    """For each selected named box (longest half-extent along its local z), adds a
+    massless capsule twin on the same body with the same frame: radius = the larger of
+    the x/y half-extents, same total length, contype = conaffinity = 0, the box's contact
+    parameters. Tasks pair the twin instead of the box where MJX's box-box contact is
+    not faithful: with 3.3.0's `box_box` a face-face contact reports about twice the
+    penetration native MuJoCo does (peg-insert-side: pads x peg -0.0070 vs -0.0035 at the
+    same state), so a box-box grasp settles with the fingers ~4 mm wider."""
+    m = spec.compile()
+    for sel in sels:
+        for g in select_geoms(m, sel):
+            name = m.geom(g).name
+            size = m.geom_size[g]
+            if m.geom_type[g] != mujoco.mjtGeom.mjGEOM_BOX or not name or size[2] < size[:2].max():
+                raise ValueError(f"capsule stand-in needs a named box long along z: {sel}")
+            body = spec.body(m.body(int(m.geom_bodyid[g])).name)
+            r = float(size[:2].max())
+            twin = body.add_geom(name=f"{name}_capsule", type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+                                 size=[r, float(size[2]) - r, 0.0], pos=m.geom_pos[g].copy(),
+                                 quat=m.geom_quat[g].copy(), contype=0, conaffinity=0,
+                                 group=3, mass=0.0)
+            twin.condim = int(m.geom_condim[g])
+            twin.friction = m.geom_friction[g].copy()
+            twin.solref = m.geom_solref[g].copy()
+            twin.solimp = m.geom_solimp[g].copy()
+            twin.solmix = float(m.geom_solmix[g])
+            twin.margin = float(m.geom_margin[g])
+            twin.gap = float(m.geom_gap[g])
+            twin.priority = int(m.geom_priority[g])
+
+
 def _uses_hand_proxy(edits: ModelEdits) -> bool:
     return any(sel == HAND_PROXY for pair in edits.pairs for sel in pair)
 
@@ -172,6 +209,8 @@ def build_model(xml_rel: str, edits: ModelEdits) -> mujoco.MjModel:
     spec = mujoco.MjSpec.from_file(metaworld_xml_path(xml_rel))
     if _uses_hand_proxy(edits):
         _add_hand_proxy(spec, edits.hand_proxy)
+    if edits.capsule_standins:
+        _add_capsule_standins(spec, edits.capsule_standins)
     m0 = spec.compile()
     geoms = list(spec.geoms)
     assert len(geoms) == m0.ngeom, "spec/model geom order mismatch"
