@@ -174,9 +174,10 @@ def _add_capsule_standins(spec: mujoco.MjSpec, sels: Sequence[GeomSel]) -> None:
     massless capsule twin on the same body with the same frame: radius = the larger of
     the x/y half-extents, same total length, contype = conaffinity = 0, the box's contact
     parameters. Tasks pair the twin instead of the box where MJX's box-box contact is
-    not faithful: with 3.3.0's `box_box` a face-face contact reports about twice the
-    penetration native MuJoCo does (peg-insert-side: pads x peg -0.0070 vs -0.0035 at the
-    same state), so a box-box grasp settles with the fingers ~4 mm wider."""
+    not faithful: at the same state MJX 3.3.0's `box_box` reported twice native MuJoCo's
+    penetration for some face-face contacts (peg-insert-side: right pad x peg -0.0070 vs
+    -0.0035, peg x table -0.00018 vs -0.00009; the left pad, whose normal is slightly
+    tilted, agreed), so the box-box grasp settled with the fingers ~4 mm wider."""
     m = spec.compile()
     for sel in sels:
         for g in select_geoms(m, sel):
