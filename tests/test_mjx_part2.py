@@ -236,3 +236,21 @@ def test_scripted_policy_success(task, n):
     got = scripted_success(task, n)
     print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
     assert got >= ref - SUCCESS_SLACK
+
+
+def test_mt50_reset_lookup():
+    """An MT50 rand_vec selects the table's post-reset state; any other one keeps the
+    simulated state."""
+    import types
+
+    from cpd_jax.envs.mjx.tasks import part2_common as p2
+
+    rvs = jnp.asarray([[0.0, 0.6, 0.02], [0.1, 0.7, 0.02]], jnp.float32)
+    tab = {"rand_vec": rvs, "qpos": jnp.asarray([[1.0, 1.0], [2.0, 2.0]]),
+           "qvel": jnp.asarray([[10.0], [20.0]])}
+    env = types.SimpleNamespace(mt50_resets=tab)
+    sim_qpos, sim_qvel = jnp.asarray([-1.0, -1.0]), jnp.asarray([-10.0])
+    qpos, qvel = p2.mt50_reset_lookup(env, rvs[1], sim_qpos, sim_qvel)
+    assert qpos.tolist() == [2.0, 2.0] and qvel.tolist() == [20.0]
+    qpos, qvel = p2.mt50_reset_lookup(env, rvs[1] + 1e-3, sim_qpos, sim_qvel)
+    assert qpos.tolist() == [-1.0, -1.0] and qvel.tolist() == [-10.0]

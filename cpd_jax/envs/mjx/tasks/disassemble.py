@@ -27,6 +27,7 @@ IDEAL_QUAT = (0.707, 0.0, 0.0, 0.707)
 # Solver iterations for the reset settle: how far the nut spins on the peg while it lands
 # is solver sensitive (4/8: off by up to 0.11 in the quaternion; 20/20: exact natively).
 SETTLE_SOLVER_ITERATIONS = 20
+MT50_RESET_TABLE = True  # SawyerEnv keeps the reference's post-reset states of MT50
 
 # The pads (and claws) pinch the wrench handle (box); the nut ring (8 capsules) rests on
 # the table and slides up the peg (cylinder; capsule-cylinder is supported by MJX).
@@ -54,7 +55,11 @@ def reset_physics(env, qpos, qvel, body_pos, rand_vec):
     body_pos = body_pos.at[env.tids["peg"]].set(rand_vec[:3] + common.f32(PEG_OFFSET))
     qpos, qvel = p2.simulate_hand_reset(env, body_pos, HAND_INIT_POS, HAND_RESET_SUBSTEPS,
                                         solver_iterations=SETTLE_SOLVER_ITERATIONS)
-    return qpos.at[NUT_QPOS].set(rand_vec[:3]), qvel.at[NUT_QVEL].set(0.0), body_pos
+    qpos, qvel = qpos.at[NUT_QPOS].set(rand_vec[:3]), qvel.at[NUT_QVEL].set(0.0)
+    # MT50 variations: the reference's own post-reset state (the simulated settle spins
+    # the nut differently: up to 0.25 reset-obs error in MJX)
+    qpos, qvel = p2.mt50_reset_lookup(env, rand_vec, qpos, qvel)
+    return qpos, qvel, body_pos
 
 
 def reset_vars(env, d, rand_vec):

@@ -19,6 +19,19 @@ def fingers_with(*targets: GeomSel, claws: bool = True) -> list[tuple[GeomSel, G
     return [(GeomSel(name=f), t) for f in fingers for t in targets]
 
 
+def mt50_reset_lookup(env, rand_vec, qpos, qvel):
+    """(qpos float32[nq], qvel float32[nv]): the reference's post-reset state from
+    `env.mt50_resets` when `rand_vec` is one of the 50 MT50 variations (max abs
+    difference < 1e-5), else the given (simulated) qpos/qvel."""
+    import jax.numpy as jnp
+
+    tab = env.mt50_resets
+    err = jnp.max(jnp.abs(tab["rand_vec"] - rand_vec[None]), axis=-1)
+    i = jnp.argmin(err)
+    hit = err[i] < 1e-5
+    return jnp.where(hit, tab["qpos"][i], qpos), jnp.where(hit, tab["qvel"][i], qvel)
+
+
 def simulate_hand_reset(env, body_pos, hand_init_pos, substeps: int,
                         solver_iterations: int | None = None):
     """(qpos, qvel) after Meta-World's second `reset_model` hand settle, simulated in MJX.
