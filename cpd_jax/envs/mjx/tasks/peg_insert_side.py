@@ -19,7 +19,7 @@ GOAL_HIGH = tuple(a + b for a, b in zip(BOX_HIGH, TARGET_OFFSET))
 RESET_LOW, RESET_HIGH = OBJ_LOW + BOX_LOW, OBJ_HIGH + BOX_HIGH
 MIN_PEG_BOX_XY = 0.1  # reset_model resamples until |peg_xy - box_xy| >= 0.1
 OBJ_QPOS, OBJ_QVEL = slice(9, 12), slice(9, 15)
-TARGET_RADIUS = 0.05
+TARGET_RADIUS = 0.07  # SawyerPegInsertionSideEnvV3.TARGET_RADIUS (the base class has 0.05)
 SUCCESS_DIST = 0.07
 TARGET_SCALE = (1.0, 2.0, 2.0)
 GRASPED_TCP_DIST = 0.08
