@@ -42,12 +42,12 @@ PORTED = tuple(t for t in PART2_TASKS if t in registry.ported_tasks())
 # everything else, and every closed-loop check (one step compile is 3-20 min on the
 # shared 2-core CPU), runs with `-m slow`.
 QUICK_TASKS = ("button-press-wall-v3", "dial-turn-v3", "faucet-open-v3", "coffee-pull-v3")
-# door-lock's reset simulates 255 MJX substeps (one step compile) even in the eager path
+# door-lock's / disassemble's reset simulates the hand settle in MJX (one scan compile)
+# even in the eager path (the MT50 table lookup then replaces its result)
 NEEDS_MJX_RESET = ("door-lock-v3", "disassemble-v3")
-# disassemble: the nut's post-reset orientation comes from a settle on the peg that our
-# reduced contact set reproduces only for some variations (BUILD_NOTES.md, appendix B)
-KNOWN_RESET_GAPS = {"disassemble-v3": "nut orientation after the simulated hand settle "
-                                      "differs for some variations (up to 0.11)"}
+# Known reset-obs gaps, {task: reason} (xfail). disassemble's used to be here (the nut's
+# simulated settle on the peg); MT50 variations now reset to the reference's own state.
+KNOWN_RESET_GAPS: dict[str, str] = {}
 REFERENCE_JSON = pathlib.Path("/work/shared/reference/scripted_policy_success_reference.json")
 REWARD_TOL = 1e-4
 RESET_OBS_TOL = 1e-3
