@@ -176,3 +176,68 @@ def test_scripted_policy_success(task, n):
     got = _scripted_success(task, n)
     print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
     assert got >= ref - SUCCESS_SLACK
+
+
+def test_hand_proxy_geom():
+    """HAND_PROXY: added to the hand body only when a pair uses it, collides only in its
+    explicit pairs, leaves masses unchanged, and the box covers the whole hand mesh."""
+    import dataclasses
+
+    import mujoco
+
+    from cpd_jax.envs.mjx import model_edit as me
+    from cpd_jax.envs.mjx.tasks import window_open as wo
+
+    edits = dataclasses.replace(wo.MODEL_EDITS, hand_proxy="box")
+    m = me.build_model(wo.XML, edits)
+    no_proxy = me.build_model(wo.XML, dataclasses.replace(edits, pairs=[
+        p for p in edits.pairs if me.HAND_PROXY not in p]))
+    g = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, me.HAND_PROXY_NAME)
+    assert g >= 0 and mujoco.mj_name2id(no_proxy, mujoco.mjtObj.mjOBJ_GEOM,
+                                        me.HAND_PROXY_NAME) < 0
+    assert m.body(int(m.geom_bodyid[g])).name == me.HAND_BODY
+    assert m.geom_contype[g] == 0 and m.geom_conaffinity[g] == 0
+    in_pairs = [p for p in range(m.npair) if g in (m.pair_geom1[p], m.pair_geom2[p])]
+    assert len(in_pairs) == 3  # the three sash handle capsules
+    np.testing.assert_array_equal(m.body_mass, no_proxy.body_mass)
+    np.testing.assert_array_equal(m.body_inertia, no_proxy.body_inertia)
+    # every mesh vertex (in the hand body's frame) lies inside the box
+    mesh_g = me.hand_mesh_geom(m)
+    mid = m.geom_dataid[mesh_g]
+    verts = m.mesh_vert[m.mesh_vertadr[mid]:m.mesh_vertadr[mid] + m.mesh_vertnum[mid]]
+    rot_mesh, rot_box = np.zeros(9), np.zeros(9)
+    mujoco.mju_quat2Mat(rot_mesh, m.geom_quat[mesh_g])
+    mujoco.mju_quat2Mat(rot_box, m.geom_quat[g])
+    body_frame = verts @ rot_mesh.reshape(3, 3).T + m.geom_pos[mesh_g]
+    in_box = (body_frame - m.geom_pos[g]) @ rot_box.reshape(3, 3)
+    assert (np.abs(in_box) <= m.geom_size[g] + 1e-6).all()
+
+
+def test_capsule_standin_geom():
+    """`capsule_standins`: a massless capsule twin of the peg, same frame and length,
+    colliding only in the finger pairs that name it."""
+    import dataclasses
+
+    import mujoco
+
+    from cpd_jax.envs.mjx import model_edit as me
+    from cpd_jax.envs.mjx.tasks import peg_insert_side as peg
+
+    m = me.build_model(peg.XML, peg.MODEL_EDITS)
+    plain = me.build_model(peg.XML, dataclasses.replace(
+        peg.MODEL_EDITS, capsule_standins=(), pairs=[(peg.PEG, me.TABLE)]))
+    box = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "peg")
+    twin = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, "peg_capsule")
+    assert twin >= 0 and mujoco.mj_name2id(plain, mujoco.mjtObj.mjOBJ_GEOM, "peg_capsule") < 0
+    assert m.geom_type[twin] == mujoco.mjtGeom.mjGEOM_CAPSULE
+    assert m.geom_bodyid[twin] == m.geom_bodyid[box]
+    np.testing.assert_allclose(m.geom_pos[twin], m.geom_pos[box])
+    np.testing.assert_allclose(m.geom_quat[twin], m.geom_quat[box])
+    r, half = m.geom_size[twin][:2]
+    assert r == m.geom_size[box][0] and np.isclose(r + half, m.geom_size[box][2])
+    np.testing.assert_array_equal(m.body_mass, plain.body_mass)
+    np.testing.assert_allclose(m.body_inertia, plain.body_inertia)
+    assert m.geom_contype[twin] == 0 and m.geom_conaffinity[twin] == 0
+    partners = {int(m.pair_geom1[p] if m.pair_geom2[p] == twin else m.pair_geom2[p])
+                for p in range(m.npair) if twin in (m.pair_geom1[p], m.pair_geom2[p])}
+    assert {m.geom(g).name for g in partners} == set(me.PAD_GEOMS + me.CLAW_GEOMS)

@@ -42,12 +42,12 @@ PORTED = tuple(t for t in PART2_TASKS if t in registry.ported_tasks())
 # everything else, and every closed-loop check (one step compile is 3-20 min on the
 # shared 2-core CPU), runs with `-m slow`.
 QUICK_TASKS = ("button-press-wall-v3", "dial-turn-v3", "faucet-open-v3", "coffee-pull-v3")
-# door-lock's reset simulates 255 MJX substeps (one step compile) even in the eager path
+# door-lock's / disassemble's reset simulates the hand settle in MJX (one scan compile)
+# even in the eager path (the MT50 table lookup then replaces its result)
 NEEDS_MJX_RESET = ("door-lock-v3", "disassemble-v3")
-# disassemble: the nut's post-reset orientation comes from a settle on the peg that our
-# reduced contact set reproduces only for some variations (BUILD_NOTES.md, appendix B)
-KNOWN_RESET_GAPS = {"disassemble-v3": "nut orientation after the simulated hand settle "
-                                      "differs for some variations (up to 0.11)"}
+# Known reset-obs gaps, {task: reason} (xfail). disassemble's used to be here (the nut's
+# simulated settle on the peg); MT50 variations now reset to the reference's own state.
+KNOWN_RESET_GAPS: dict[str, str] = {}
 REFERENCE_JSON = pathlib.Path("/work/shared/reference/scripted_policy_success_reference.json")
 REWARD_TOL = 1e-4
 RESET_OBS_TOL = 1e-3
@@ -236,3 +236,21 @@ def test_scripted_policy_success(task, n):
     got = scripted_success(task, n)
     print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
     assert got >= ref - SUCCESS_SLACK
+
+
+def test_mt50_reset_lookup():
+    """An MT50 rand_vec selects the table's post-reset state; any other one keeps the
+    simulated state."""
+    import types
+
+    from cpd_jax.envs.mjx.tasks import part2_common as p2
+
+    rvs = jnp.asarray([[0.0, 0.6, 0.02], [0.1, 0.7, 0.02]], jnp.float32)
+    tab = {"rand_vec": rvs, "qpos": jnp.asarray([[1.0, 1.0], [2.0, 2.0]]),
+           "qvel": jnp.asarray([[10.0], [20.0]])}
+    env = types.SimpleNamespace(mt50_resets=tab)
+    sim_qpos, sim_qvel = jnp.asarray([-1.0, -1.0]), jnp.asarray([-10.0])
+    qpos, qvel = p2.mt50_reset_lookup(env, rvs[1], sim_qpos, sim_qvel)
+    assert qpos.tolist() == [2.0, 2.0] and qvel.tolist() == [20.0]
+    qpos, qvel = p2.mt50_reset_lookup(env, rvs[1] + 1e-3, sim_qpos, sim_qvel)
+    assert qpos.tolist() == [-1.0, -1.0] and qvel.tolist() == [-10.0]

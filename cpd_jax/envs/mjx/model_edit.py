@@ -53,6 +53,18 @@ class ModelEdits:
     iterations: int = 4
     ls_iterations: int = 8
     disable_eulerdamp: bool = False
+    hand_proxy: str = "box"  # shape of HAND_PROXY when a pair uses it: "box" or "capsule"
+    capsule_standins: Sequence[GeomSel] = ()  # boxes that get a capsule twin (`standin`)
+
+
+# The Sawyer hand's collision mesh (`eGripperBase`, 6693 vertices, on body `right_hand`)
+# is what pushes the window handles, the coffee button, the lever and the lock in the
+# reference. Mesh pairs are the most expensive MJX collisions (and the compiles with
+# them ran out of memory on the shared CPU), so tasks pair a primitive stand-in instead:
+# HAND_PROXY, added to `right_hand` by `build_model` when a pair names it.
+HAND_BODY = "right_hand"
+HAND_PROXY_NAME = "mjx_hand_proxy"
+HAND_PROXY = GeomSel(name=HAND_PROXY_NAME)
 
 
 def metaworld_xml_path(rel: str) -> str:
@@ -95,12 +107,118 @@ def _mixed_pair_params(m: mujoco.MjModel, g1: int, g2: int) -> dict:
     )
 
 
+def hand_mesh_geom(m: mujoco.MjModel) -> int:
+    """Id of the hand's collision mesh geom (the only mesh geom on `right_hand`)."""
+    body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, HAND_BODY)
+    ids = [i for i in range(m.ngeom) if m.geom_bodyid[i] == body
+           and m.geom_type[i] == mujoco.mjtGeom.mjGEOM_MESH]
+    if len(ids) != 1:
+        raise ValueError(f"expected one mesh geom on {HAND_BODY}, found {ids}")
+    return ids[0]
+
+
+def hand_proxy_geometry(m: mujoco.MjModel, shape: str) -> dict:
+    """Body-frame geometry {type, size, pos, quat} of a primitive covering the hand mesh.
+
+    MuJoCo stores the mesh geom in the mesh's principal frame; in that frame the mesh is
+    roughly a cylinder of radius ~0.029 along its z (the hand's y: across the gripper),
+    0.106 long, with a small bump on one side. "box": the mesh's bounding box in that
+    frame (`geom_aabb`: centre offset + half-extents), i.e. flat end faces like the
+    mesh's (coffee-button and door-lock are pushed with an end face). "capsule": along
+    the same axis, radius = the x half-extent (~0.029), same total length.
+    """
+    g = hand_mesh_geom(m)
+    rot = np.zeros(9)
+    mujoco.mju_quat2Mat(rot, m.geom_quat[g])
+    centre, half = m.geom_aabb[g][:3], m.geom_aabb[g][3:]
+    pos = m.geom_pos[g] + rot.reshape(3, 3) @ centre
+    if shape == "box":
+        return dict(type=mujoco.mjtGeom.mjGEOM_BOX, size=half.copy(), pos=pos,
+                    quat=m.geom_quat[g].copy())
+    if shape == "capsule":
+        r = float(half[0])  # the bump makes the y half-extent larger than the radius
+        return dict(type=mujoco.mjtGeom.mjGEOM_CAPSULE, size=np.array([r, half[2] - r, 0.0]),
+                    pos=pos, quat=m.geom_quat[g].copy())
+    raise ValueError(f"unknown hand proxy shape {shape!r}")
+
+
+def _add_hand_proxy(spec: mujoco.MjSpec, shape: str) -> None:
+    """Adds HAND_PROXY to the hand body: contype = conaffinity = 0 (it collides only in
+    explicit pairs) and the mesh geom's contact parameters, so the mixed pair
+    parameters are those the mesh pair would have had. `right_hand` has an explicit
+    <inertial>, so the extra geom does not change the body's mass or inertia."""
+    m = spec.compile()
+    g = hand_mesh_geom(m)
+    geo = hand_proxy_geometry(m, shape)
+    body = spec.body(HAND_BODY)
+    proxy = body.add_geom(name=HAND_PROXY_NAME, type=geo["type"], size=geo["size"],
+                          pos=geo["pos"], quat=geo["quat"], contype=0, conaffinity=0,
+                          group=3, rgba=[0.2, 0.8, 0.2, 0.3])
+    proxy.condim = int(m.geom_condim[g])
+    proxy.friction = m.geom_friction[g].copy()
+    proxy.solref = m.geom_solref[g].copy()
+    proxy.solimp = m.geom_solimp[g].copy()
+    proxy.solmix = float(m.geom_solmix[g])
+    proxy.margin = float(m.geom_margin[g])
+    proxy.gap = float(m.geom_gap[g])
+    proxy.priority = int(m.geom_priority[g])
+
+
+def standin(box_name: str) -> GeomSel:
+    """Selects the capsule twin of the box geom `box_name` (see `_add_capsule_standins`)."""
+    return GeomSel(name=f"{box_name}_capsule")
+
+
+def _add_capsule_standins(spec: mujoco.MjSpec, sels: Sequence[GeomSel]) -> None:
+    """For each selected named box (longest half-extent along its local z), adds a
+    massless capsule twin on the same body with the same frame: radius = the larger of
+    the x/y half-extents, same total length, contype = conaffinity = 0, the box's contact
+    parameters. Tasks pair the twin instead of the box where MJX's box-box contact is
+    not faithful: at the same state MJX 3.3.0's `box_box` reported twice native MuJoCo's
+    penetration for some face-face contacts (peg-insert-side: right pad x peg -0.0070 vs
+    -0.0035, peg x table -0.00018 vs -0.00009; the left pad, whose normal is slightly
+    tilted, agreed), so the box-box grasp settled with the fingers ~4 mm wider."""
+    m = spec.compile()
+    for sel in sels:
+        for g in select_geoms(m, sel):
+            name = m.geom(g).name
+            size = m.geom_size[g]
+            if m.geom_type[g] != mujoco.mjtGeom.mjGEOM_BOX or not name or size[2] < size[:2].max():
+                raise ValueError(f"capsule stand-in needs a named box long along z: {sel}")
+            body = spec.body(m.body(int(m.geom_bodyid[g])).name)
+            r = float(size[:2].max())
+            twin = body.add_geom(name=f"{name}_capsule", type=mujoco.mjtGeom.mjGEOM_CAPSULE,
+                                 size=[r, float(size[2]) - r, 0.0], pos=m.geom_pos[g].copy(),
+                                 quat=m.geom_quat[g].copy(), contype=0, conaffinity=0,
+                                 group=3, mass=0.0)
+            twin.condim = int(m.geom_condim[g])
+            twin.friction = m.geom_friction[g].copy()
+            twin.solref = m.geom_solref[g].copy()
+            twin.solimp = m.geom_solimp[g].copy()
+            twin.solmix = float(m.geom_solmix[g])
+            twin.margin = float(m.geom_margin[g])
+            twin.gap = float(m.geom_gap[g])
+            twin.priority = int(m.geom_priority[g])
+
+
+def _uses_hand_proxy(edits: ModelEdits) -> bool:
+    return any(sel == HAND_PROXY for pair in edits.pairs for sel in pair)
+
+
 def build_model(xml_rel: str, edits: ModelEdits) -> mujoco.MjModel:
     """The task model with `edits` applied, plus Meta-World's weld rewrite."""
     spec = mujoco.MjSpec.from_file(metaworld_xml_path(xml_rel))
+    if _uses_hand_proxy(edits):
+        _add_hand_proxy(spec, edits.hand_proxy)
+    if edits.capsule_standins:
+        _add_capsule_standins(spec, edits.capsule_standins)
     m0 = spec.compile()
     geoms = list(spec.geoms)
     assert len(geoms) == m0.ngeom, "spec/model geom order mismatch"
+    # spec.geoms and the compiled model must list geoms in the same order (the edits
+    # below index one by the other); check it where it is checkable.
+    assert all(g.name == m0.geom(i).name for i, g in enumerate(geoms) if g.name), \
+        "spec/model geom order mismatch"
 
     pair_ids = [(select_geoms(m0, a), select_geoms(m0, b)) for a, b in edits.pairs]
     to_box = {i for sel in edits.cylinders_to_box for i in select_geoms(m0, sel)}

@@ -131,6 +131,12 @@ class SawyerEnv:
             mocap_quat=jnp.asarray(cache["mocap_quat"], jnp.float32),
             ctrl=jnp.asarray(cache["ctrl"], jnp.float32))
         self._body_pos0 = jnp.asarray(self.mj_model.body_pos, jnp.float32)
+        # Tasks with a variation-dependent hand settle: the reference's own post-reset
+        # states of the 50 MT50 variations (see reset_cache.mt50_reset_states).
+        self.mt50_resets = None
+        if getattr(t, "MT50_RESET_TABLE", False):
+            self.mt50_resets = {k: jnp.asarray(v, jnp.float32)
+                                for k, v in reset_cache.mt50_reset_states(task_name).items()}
 
     # ---- observation ---------------------------------------------------------------
     def tcp_center(self, d: mjx.Data) -> jax.Array:

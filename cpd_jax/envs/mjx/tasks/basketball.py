@@ -74,7 +74,7 @@ def reward(env, d, obs, action, tv):
                             "long_tail")
     tcp_opened = obs[3]
     tcp_to_obj = jnp.linalg.norm(obj - env.tcp_center(d))
-    grasped = p2.gripper_caging_reward(
+    grasped = common.gripper_caging_reward(
         env, d, action, obj, init, tv["init_tcp"], object_reach_radius=0.01, obj_radius=0.025,
         pad_success_thresh=0.06, xz_thresh=0.005, high_density=True)
     lifted = (tcp_to_obj < 0.035) & (tcp_opened > 0) & (obj[2] - 0.01 > init[2])

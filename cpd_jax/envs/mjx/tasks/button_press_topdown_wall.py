@@ -59,14 +59,9 @@ def obj_obs(env, d):
 
 def reward(env, d, obs, action, tv):
     """compute_reward (v2) + evaluate_state of SawyerButtonPressTopdownWallEnvV3."""
-    obj, tcp = obs[4:7], env.tcp_center(d)
-    tcp_to_obj = jnp.linalg.norm(obj - tcp)
-    tcp_to_obj_init = jnp.linalg.norm(obj - tv["init_tcp"])  # sic: current obj, as metaworld
-    obj_to_target = jnp.abs(tv["target_pos"][2] - obj[2])
+    tcp_to_obj, obj_to_target, near_button, pressed = common.button_press_terms(
+        env, d, obs, tv, 2, NEAR_BUTTON_BOUND, PRESSED_BOUND, tv["obj_to_target_init"])
     tcp_closed = jnp.maximum(obs[3], 0.0)  # sic: the opening, unlike button-press-topdown
-    near_button = ru.tolerance(tcp_to_obj, (0.0, NEAR_BUTTON_BOUND), tcp_to_obj_init, "long_tail")
-    pressed = ru.tolerance(obj_to_target, (0.0, PRESSED_BOUND), tv["obj_to_target_init"],
-                           "long_tail")
     r = 5.0 * ru.hamacher_product(tcp_closed, near_button)
     r = r + jnp.where(tcp_to_obj <= CLOSE_ENOUGH, 5.0 * pressed, 0.0)
     return r, obj_to_target <= SUCCESS_DIST

@@ -61,13 +61,8 @@ def obj_obs(env, d):
 
 def reward(env, d, obs, action, tv):
     """compute_reward (v2) + evaluate_state of SawyerButtonPressWallEnvV3."""
-    obj, tcp = obs[4:7], env.tcp_center(d)
-    tcp_to_obj = jnp.linalg.norm(obj - tcp)
-    tcp_to_obj_init = jnp.linalg.norm(obj - tv["init_tcp"])  # sic: current obj, as metaworld
-    obj_to_target = jnp.abs(tv["target_pos"][1] - obj[1])
-    near_button = ru.tolerance(tcp_to_obj, (0.0, NEAR_BUTTON_BOUND), tcp_to_obj_init, "long_tail")
-    pressed = ru.tolerance(obj_to_target, (0.0, PRESSED_BOUND), tv["obj_to_target_init"],
-                           "long_tail")
+    tcp_to_obj, obj_to_target, near_button, pressed = common.button_press_terms(
+        env, d, obs, tv, 1, NEAR_BUTTON_BOUND, PRESSED_BOUND, tv["obj_to_target_init"])
     far = 2.0 * ru.hamacher_product((1.0 - obs[3]) / 2.0, near_button)
     near = 2.0 + 2.0 * (1.0 + obs[3]) + 4.0 * pressed ** 2
     r = jnp.where(tcp_to_obj > FAR_DIST, far, near)

@@ -60,7 +60,7 @@ def reward(env, d, obs, action, tv):
     in_place = ru.tolerance(target_to_obj, (0.0, 0.05), target_to_obj_init, "long_tail")
     tcp_opened = obs[3]
     tcp_to_obj = jnp.linalg.norm(obj - env.tcp_center(d))
-    grasped = p2.gripper_caging_reward(
+    grasped = common.gripper_caging_reward(
         env, d, action, obj, tv["obj_init_pos"], tv["init_tcp"], object_reach_radius=0.04,
         obj_radius=0.02, pad_success_thresh=0.05, xz_thresh=0.05,
         desired_gripper_effort=0.7, medium_density=True)

@@ -50,16 +50,41 @@ def f32(x):
     return jnp.asarray(np.asarray(x, np.float64), jnp.float32)
 
 
-def gripper_caging_reward(env, d, action, obj_pos, tv, obj_radius, pad_success_thresh,
-                          object_reach_radius, xz_thresh, desired_gripper_effort=1.0,
-                          high_density=False, medium_density=False):
-    """`SawyerXYZEnv._gripper_caging_reward` (float32[] in [0, 1]).
+def button_press_terms(env, d, obs, tv, axis: int, near_bound: float, pressed_bound: float,
+                       pressed_margin):
+    """The terms every v2 button reward builds (button-press-topdown, -wall,
+    -topdown-wall, coffee-button), float32[] each:
+    (tcp_to_obj, obj_to_target, near_button, pressed).
 
-    Needs tv["obj_init_pos"], tv["init_tcp"] and env.tids["leftpad"/"rightpad"]."""
+    obj = obs[4:7] (the button), pressed along `axis` towards tv["target_pos"]; the reach
+    margin is |obj - init_tcp| with the *current* button position (sic, as metaworld);
+    `pressed_margin` is the task's (tv["obj_to_target_init"] or a fixed travel).
+    """
     from cpd_jax.envs.mjx import reward_utils as ru
 
-    obj_init = tv["obj_init_pos"]
-    pad_y = jnp.stack([d.xpos[env.tids["leftpad"]][1], d.xpos[env.tids["rightpad"]][1]])
+    obj = obs[4:7]
+    tcp_to_obj = jnp.linalg.norm(obj - env.tcp_center(d))
+    tcp_to_obj_init = jnp.linalg.norm(obj - tv["init_tcp"])
+    obj_to_target = jnp.abs(tv["target_pos"][axis] - obj[axis])
+    near_button = ru.tolerance(tcp_to_obj, (0.0, near_bound), tcp_to_obj_init, "long_tail")
+    pressed = ru.tolerance(obj_to_target, (0.0, pressed_bound), pressed_margin, "long_tail")
+    return tcp_to_obj, obj_to_target, near_button, pressed
+
+
+def gripper_caging_reward(env, d, action, obj_pos, obj_init, init_tcp, *, obj_radius,
+                          pad_success_thresh, object_reach_radius, xz_thresh,
+                          desired_gripper_effort=1.0, high_density=False,
+                          medium_density=False):
+    """`SawyerXYZEnv._gripper_caging_reward` (float32[] in [0, 1]): caging in y by the two
+    pads, closeness in xz, gripper effort, optional density terms. The one port used by
+    every task that calls the base method (tasks with their own override, pick-place and
+    sweep-into, have theirs). obj_pos, obj_init, init_tcp: float32[3] (some tasks pass
+    an obj_init other than tv["obj_init_pos"], e.g. basketball's z-shifted one)."""
+    from cpd_jax.envs.mjx import reward_utils as ru
+
+    if high_density and medium_density:
+        raise ValueError("Can only be either high_density or medium_density")
+    pad_y = jnp.stack([d.xpos[env.ids.body("leftpad")][1], d.xpos[env.ids.body("rightpad")][1]])
     pad_to_obj = jnp.abs(pad_y - obj_pos[1])
     pad_to_objinit = jnp.abs(pad_y - obj_init[1])
     margin = jnp.abs(pad_to_objinit - pad_success_thresh)
@@ -68,7 +93,7 @@ def gripper_caging_reward(env, d, action, obj_pos, tv, obj_radius, pad_success_t
     caging_y = ru.hamacher_product(*caging_lr)
     tcp = env.tcp_center(d)
     xz = jnp.array([0, 2])
-    xz_margin = jnp.linalg.norm(obj_init[xz] - tv["init_tcp"][xz]) - xz_thresh
+    xz_margin = jnp.linalg.norm(obj_init[xz] - init_tcp[xz]) - xz_thresh
     caging_xz = ru.tolerance(jnp.linalg.norm(tcp[xz] - obj_pos[xz]), (0.0, xz_thresh),
                              xz_margin, "long_tail")
     gripper_closed = jnp.minimum(jnp.maximum(0.0, action[-1]),
@@ -80,7 +105,7 @@ def gripper_caging_reward(env, d, action, obj_pos, tv, obj_radius, pad_success_t
         out = (out + caging) / 2
     if medium_density:
         tcp_to_obj = jnp.linalg.norm(obj_pos - tcp)
-        tcp_to_obj_init = jnp.linalg.norm(obj_init - tv["init_tcp"])
+        tcp_to_obj_init = jnp.linalg.norm(obj_init - init_tcp)
         reach = ru.tolerance(tcp_to_obj, (0.0, object_reach_radius),
                              jnp.abs(tcp_to_obj_init - object_reach_radius), "long_tail")
         out = (out + reach) / 2

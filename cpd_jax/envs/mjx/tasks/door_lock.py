@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from mujoco import mjx
 
 from cpd_jax.envs.mjx import reward_utils as ru
-from cpd_jax.envs.mjx.model_edit import TABLE, GeomSel, ModelEdits
+from cpd_jax.envs.mjx.model_edit import HAND_PROXY, TABLE, GeomSel, ModelEdits
 from cpd_jax.envs.mjx.tasks import common, part2_common as p2
 
 NAME = "door-lock-v3"
@@ -31,13 +31,18 @@ TCP_SCALE = (0.25, 1.0, 0.5)
 SUCCESS_DIST = 0.02
 HAND_RESET_SUBSTEPS = 50 * 5  # SawyerXYZEnv._reset_hand: 50 x frame_skip
 EXTRA_SUBSTEPS = 5  # door-lock's reset_model: frame_skip x mj_step after moving the door
+MT50_RESET_TABLE = True  # SawyerEnv keeps the reference's post-reset states of MT50
 
 # The fingers (and the hand) push the lock lever (lock_link box) down; they also touch
 # the lock's base block (door_link box #0) and the table (HAND_LOW z = -0.15).
 LOCK = GeomSel(body="lock_link", gtype="box")
 LOCK_BASE = GeomSel(body="door_link", gtype="box", index=0)
-HAND = GeomSel(body="right_hand", gtype="mesh")
-MODEL_EDITS = ModelEdits(pairs=[(HAND, LOCK)] + p2.fingers_with(LOCK, LOCK_BASE, TABLE))
+# The hand mesh pushes the lock with its end: the capsule stand-in HAND_PROXY replaces it
+# (mesh pairs compiled out of memory on the shared CPU; a box stand-in's native box-box
+# contacts do not fit MJX's 4 per pair in `mjx.put_data`).
+HAND = HAND_PROXY
+MODEL_EDITS = ModelEdits(pairs=[(HAND, LOCK)] + p2.fingers_with(LOCK, LOCK_BASE, TABLE),
+                         hand_proxy="capsule")
 
 
 def resolve_ids(ids):
@@ -65,7 +70,9 @@ def reset_physics(env, qpos, qvel, body_pos, rand_vec):
         mocap_quat=d0.mocap_quat, ctrl=jnp.array([-1.0, 1.0], d0.ctrl.dtype))
     d, _ = jax.lax.scan(lambda dd, _: (mjx.step(m, dd), None), d, None,
                         length=HAND_RESET_SUBSTEPS + EXTRA_SUBSTEPS)
-    return d.qpos, d.qvel, body_pos
+    # MT50 variations: the reference's own post-reset state (exact); others: simulated
+    qpos, qvel = p2.mt50_reset_lookup(env, rand_vec, d.qpos, d.qvel)
+    return qpos, qvel, body_pos
 
 
 def reset_vars(env, d, rand_vec):

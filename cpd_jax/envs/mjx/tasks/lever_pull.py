@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cpd_jax.envs.mjx import reward_utils as ru
-from cpd_jax.envs.mjx.model_edit import TABLE, GeomSel, ModelEdits
+from cpd_jax.envs.mjx.model_edit import HAND_PROXY, TABLE, GeomSel, ModelEdits
 from cpd_jax.envs.mjx.tasks import common, part2_common as p2
 
 NAME = "lever-pull-v3"
@@ -25,10 +25,13 @@ SUCCESS_ANGLE_ERR = np.pi / 24
 # (HAND_LOW z = -0.15).
 HANDLE = GeomSel(body="lever_link1", gtype="sphere")
 ROD = GeomSel(body="lever_link1", gtype="cylinder", index=1)
-HAND = GeomSel(body="right_hand", gtype="mesh")
+# The hand mesh is replaced by the capsule stand-in HAND_PROXY (the mesh pair compiled out
+# of memory; the lever touches the mesh's round side; capsule-sphere is cheap in MJX).
+HAND = HAND_PROXY
 MODEL_EDITS = ModelEdits(
     pairs=[(HAND, HANDLE), (HAND, ROD)] + p2.fingers_with(HANDLE, ROD, TABLE),
     cylinders_to_box=(ROD,),
+    hand_proxy="capsule",
 )
 
 

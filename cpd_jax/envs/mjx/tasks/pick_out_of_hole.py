@@ -65,7 +65,7 @@ def reward(env, d, obs, action, tv):
     above_floor = jnp.where(
         gripper[2] >= floor, 1.0,
         ru.tolerance(jnp.maximum(floor - gripper[2], 0.0), (0.0, 0.01), 0.02, "long_tail"))
-    grasped = p2.gripper_caging_reward(
+    grasped = common.gripper_caging_reward(
         env, d, action, obj, init, tv["init_tcp"], object_reach_radius=0.01, obj_radius=0.015,
         pad_success_thresh=0.02, xz_thresh=0.03, desired_gripper_effort=0.1,
         high_density=True)

@@ -66,7 +66,7 @@ def reward(env, d, obs, action, tv):
                              "long_tail")
     in_place2 = ru.tolerance(obj_to_target, (0.0, TARGET_RADIUS), obj_to_target_init,
                              "long_tail")
-    grasped = p2.gripper_caging_reward(
+    grasped = common.gripper_caging_reward(
         env, d, action, obj, init, tv["init_tcp"], obj_radius=0.015, pad_success_thresh=0.05,
         object_reach_radius=0.01, xz_thresh=0.005)
     both = ru.hamacher_product(grasped, in_place1)

@@ -63,7 +63,8 @@ def reward(env, d, obs, action, tv):
     target_to_obj = jnp.linalg.norm(obj - tv["target_pos"])
     target_to_obj_init = jnp.linalg.norm(tv["obj_init_pos"] - tv["target_pos"])
     in_place = ru.tolerance(target_to_obj, (0.0, TARGET_RADIUS), target_to_obj_init, "long_tail")
-    grasped = common.gripper_caging_reward(env, d, action, obj, tv, obj_radius=0.015,
+    grasped = common.gripper_caging_reward(env, d, action, obj, tv["obj_init_pos"],
+                                           tv["init_tcp"], obj_radius=0.015,
                                            pad_success_thresh=0.05, object_reach_radius=0.01,
                                            xz_thresh=0.005, high_density=True)
     r = 2.0 * grasped

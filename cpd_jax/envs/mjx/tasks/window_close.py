@@ -2,11 +2,9 @@
 
 import jax.numpy as jnp
 
-from cpd_jax.envs.mjx.model_edit import GeomSel, ModelEdits, pads_with
 from cpd_jax.envs.mjx.tasks import common
 from cpd_jax.envs.mjx.tasks.window_open import (GOAL_HIGH, GOAL_LOW, HAND_HIGH, HAND_INIT_POS,
-                                                HAND_LOW, SASH_HANDLE, SLIDE_QPOS, WINDOW_STOPS,
-                                                window_reward)
+                                                HAND_LOW, MODEL_EDITS, SLIDE_QPOS, window_reward)
 
 NAME = "window-close-v3"
 XML = "sawyer_xyz/sawyer_window_horizontal.xml"
@@ -15,8 +13,8 @@ SLIDE_START = 0.2  # the window starts open
 HANDLE_SITE = "handleCloseStart"
 HANDLE_INIT_OFFSET = (0.2, 0.0, 0.0)  # window_handle_pos_init = handle at slide 0 + this
 REACH_SIGMOID = "gaussian"
-
-MODEL_EDITS = ModelEdits(pairs=pads_with(SASH_HANDLE, claws=True) + WINDOW_STOPS)
+# MODEL_EDITS: window-open's (same scene; the reference's contacts are also mostly the
+# hand mesh on the handle, so the hand stand-in is paired with the handle here too).
 
 
 def resolve_ids(ids):
