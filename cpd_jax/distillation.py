@@ -27,6 +27,8 @@ class WindowSource:
     obs float32[N, T+L-1, 39]; actions (teacher means) float32[N, T+L-1, 4];
     rewards float32[N, T+L-1]; lengths int32[N]; task_id int32[N].
     Step t of episode n lives at index t + L - 1.
+    episode_logits: float32[N] log-probabilities of drawing each episode, or None for
+    uniform over episodes (`episode_probabilities`).
     """
 
     obs: jax.Array
@@ -35,6 +37,7 @@ class WindowSource:
     lengths: jax.Array
     task_id: jax.Array
     seq_len: int = flax.struct.field(pytree_node=False)
+    episode_logits: jax.Array | None = None
 
     @property
     def num_windows(self) -> int:
@@ -42,8 +45,37 @@ class WindowSource:
         return int(np.sum(np.asarray(self.lengths)))
 
 
-def make_window_source(trajectories: Sequence[Trajectories], seq_len: int) -> WindowSource:
-    """Stacks the episodes of several tasks (same T) into one padded `WindowSource`."""
+SAMPLING = ("episode", "task")
+
+
+def episode_probabilities(task_id: np.ndarray, sampling: str = "episode") -> np.ndarray | None:
+    """float64[N] probability of drawing each of N episodes, or None for uniform.
+
+    task_id: int[N] task of each episode.
+    sampling "episode": every episode equally likely (an epoch = every window once;
+      a task's share of the batch is its share of the data).
+    sampling "task": every task equally likely, then an episode uniformly within it:
+      p[e] = 1 / (num_tasks * count[task(e)]). A replay buffer holds ~10% of a task's
+      episodes, so under "episode" each old task gets ~1/10 of a new task's share of
+      the gradient; "task" gives every seen task the same share.
+    Returns None whenever the result is uniform (equal counts per task), so that a
+    source without replay is sampled bitwise as before (`jax.random.randint`).
+    """
+    if sampling not in SAMPLING:
+        raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLING}")
+    task_id = np.asarray(task_id)
+    _, inverse, counts = np.unique(task_id, return_inverse=True, return_counts=True)
+    if sampling == "episode" or np.all(counts == counts[0]):
+        return None
+    return 1.0 / (len(counts) * counts[inverse])
+
+
+def make_window_source(trajectories: Sequence[Trajectories], seq_len: int,
+                       sampling: str = "episode") -> WindowSource:
+    """Stacks the episodes of several tasks (same T) into one padded `WindowSource`.
+
+    sampling: how `sample_batch` draws episodes (`episode_probabilities`).
+    """
     if not trajectories:
         raise ValueError("no trajectories to distill from")
     pad = seq_len - 1
@@ -53,12 +85,13 @@ def make_window_source(trajectories: Sequence[Trajectories], seq_len: int) -> Wi
         widths = [(0, 0), (pad, 0)] + [(0, 0)] * (x.ndim - 2)
         return jnp.asarray(np.pad(x, widths))
 
+    task_id = np.concatenate([np.full(t.num_episodes, t.task_id) for t in trajectories])
+    probs = episode_probabilities(task_id, sampling)
     return WindowSource(
         obs=stack("obs"), actions=stack("actions"), rewards=stack("rewards"),
         lengths=jnp.asarray(np.concatenate([t.lengths for t in trajectories]), jnp.int32),
-        task_id=jnp.asarray(np.concatenate(
-            [np.full(t.num_episodes, t.task_id) for t in trajectories]), jnp.int32),
-        seq_len=seq_len)
+        task_id=jnp.asarray(task_id, jnp.int32), seq_len=seq_len,
+        episode_logits=None if probs is None else jnp.asarray(np.log(probs), jnp.float32))
 
 
 def window(source: WindowSource, episode: jax.Array, end: jax.Array):
@@ -86,9 +119,13 @@ def window(source: WindowSource, episode: jax.Array, end: jax.Array):
 
 
 def sample_batch(key: jax.Array, source: WindowSource, batch_size: int):
-    """Windows ending at uniformly random valid steps. Returns (History, float32[B, L, 4])."""
+    """Windows ending at uniformly random valid steps of episodes drawn with
+    `source.episode_logits` (uniform if None). Returns (History, float32[B, L, 4])."""
     k_ep, k_t = jax.random.split(key)
-    episode = jax.random.randint(k_ep, (batch_size,), 0, source.obs.shape[0])
+    if source.episode_logits is None:
+        episode = jax.random.randint(k_ep, (batch_size,), 0, source.obs.shape[0])
+    else:
+        episode = jax.random.categorical(k_ep, source.episode_logits, shape=(batch_size,))
     # Uniform over steps of the chosen episode (episodes are equally long in Meta-World).
     end = jnp.floor(jax.random.uniform(k_t, (batch_size,)) * source.lengths[episode])
     return jax.vmap(lambda e, t: window(source, e, t))(episode, end.astype(jnp.int32))

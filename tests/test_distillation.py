@@ -60,6 +60,54 @@ def test_sample_batch_windows_end_at_valid_steps():
     assert np.all(np.diff(v.astype(int), axis=1) >= 0)
 
 
+def test_episode_probabilities_match_a_brute_force_count():
+    """Task-balanced weights equal the probability of (pick a task uniformly, then an
+    episode uniformly within it), counted exhaustively over that two-step draw."""
+    task_id = np.array([3, 3, 3, 3, 0, 7, 7, 3])  # unequal counts, unsorted, gaps in ids
+    probs = distillation.episode_probabilities(task_id, "task")
+    brute = np.zeros(len(task_id))
+    tasks = sorted(set(task_id))
+    for t in tasks:  # every (task, episode-of-task) outcome, each task with mass 1/T
+        members = [e for e in range(len(task_id)) if task_id[e] == t]
+        for e in members:
+            brute[e] += 1.0 / len(tasks) / len(members)
+    np.testing.assert_allclose(probs, brute, rtol=1e-12)
+    assert distillation.episode_probabilities(task_id, "episode") is None
+    assert distillation.episode_probabilities(np.array([0, 0, 5, 5]), "task") is None
+    with pytest.raises(ValueError, match="sampling"):
+        distillation.episode_probabilities(task_id, "tasks")
+
+
+def test_task_balanced_batches_draw_each_task_equally():
+    """A stage with 3 new tasks (3 episodes each) + a replay of 1 episode of 2 old tasks:
+    sample_batch's empirical task frequencies are 1/5 each (uniform would give 1/11)."""
+    trajs = ([_fake_trajectories(t, n=3, seed=i) for i, t in enumerate(
+        ["push-v3", "pick-place-v3", "door-open-v3"])]
+        + [_fake_trajectories(t, n=1, seed=9) for t in ["reach-v3", "drawer-open-v3"]])
+    source = distillation.make_window_source(trajs, L, sampling="task")
+    n = 20_000
+    history, _ = jax.jit(distillation.sample_batch, static_argnums=2)(
+        jax.random.PRNGKey(0), source, n)
+    counts = np.bincount(np.asarray(history.task_id), minlength=25)[[0, 1, 2, 3, 4]]
+    # binomial std of a frequency 0.2 over 20,000 draws is 0.0028: 4 std tolerance
+    np.testing.assert_allclose(counts / n, 0.2, atol=0.012)
+    uniform = distillation.make_window_source(trajs, L)
+    history, _ = distillation.sample_batch(jax.random.PRNGKey(0), uniform, n)
+    counts = np.bincount(np.asarray(history.task_id), minlength=25)[[0, 4]]
+    np.testing.assert_allclose(counts / n, 1 / 11, atol=0.01)
+
+
+def test_task_sampling_without_replay_is_bitwise_uniform_sampling():
+    """Equal episode counts: "task" stores no weights and draws the very same batch."""
+    trajs = [_fake_trajectories("reach-v3"), _fake_trajectories("push-v3", seed=3)]
+    a = distillation.make_window_source(trajs, L, sampling="task")
+    b = distillation.make_window_source(trajs, L)
+    assert a.episode_logits is None
+    for x, y in zip(distillation.sample_batch(jax.random.PRNGKey(4), a, 64),
+                    distillation.sample_batch(jax.random.PRNGKey(4), b, 64)):
+        jax.tree.map(np.testing.assert_array_equal, x, y)
+
+
 def _small_config():
     c = quickstart.get_config()
     c.student.dim, c.student.num_blocks, c.student.seq_len = 16, 1, L

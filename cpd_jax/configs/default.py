@@ -49,6 +49,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.distill.epochs = 2.0  # passes over all windows (Table 6)
     c.distill.batch_size = 128  # windows per step (Table 6)
     c.distill.max_steps = 0  # > 0 overrides epochs
+    # Episode draw: "episode" (uniform over episodes = the paper's epochs over all data)
+    # or "task" (each task in stage data + replay equally likely; distillation.py).
+    c.distill.sampling = "episode"
     c.distill.aux_coef_start = 0.01  # load-balancing lambda at step 0 (Table 6)
     c.distill.aux_coef_decay = 5e-5  # lambda decrease per step (Table 6)
     c.distill.aux_coef_min = 1e-4  # lambda floor (Table 6)

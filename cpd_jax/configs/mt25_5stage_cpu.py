@@ -17,6 +17,10 @@ def get_config():
     c.distill.batch_size = 64
     c.distill.max_steps = 1500  # per stage
     c.distill.learning_rate = 1e-3
+    # Task-balanced draws: the replay keeps 2 of 20 episodes per old task, so uniform
+    # draws give each old task ~1/10 of a new task's gradient and phase 2 overwrites the
+    # old experts (BUILD_NOTES, CPU Table 2). Without replay it is uniform, bitwise.
+    c.distill.sampling = "task"
     c.distill.aux_coef_decay = 1e-5
     c.eval.episodes_per_task = 10
     c.eval.first_variation = 30  # variations 30..39: never trained on

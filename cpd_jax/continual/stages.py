@@ -276,7 +276,8 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
         for d in data:
             run.teacher_success[tasks.index(d.task)] = d.episode_success().mean()
         replayed = replay_trajectories(run.replay) if method.replay else []
-        source = distillation.make_window_source(data + replayed, config.student.seq_len)
+        source = distillation.make_window_source(data + replayed, config.student.seq_len,
+                                                 config.distill.sampling)
         if config.student.task_context == "contrastive":
             run.encoder = train_encoder(config, data + replayed, k_enc)
         penalty_fn = None
