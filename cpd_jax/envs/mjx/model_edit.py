@@ -154,14 +154,20 @@ def _add_hand_proxy(spec: mujoco.MjSpec, shape: str) -> None:
     proxy = body.add_geom(name=HAND_PROXY_NAME, type=geo["type"], size=geo["size"],
                           pos=geo["pos"], quat=geo["quat"], contype=0, conaffinity=0,
                           group=3, rgba=[0.2, 0.8, 0.2, 0.3])
-    proxy.condim = int(m.geom_condim[g])
-    proxy.friction = m.geom_friction[g].copy()
-    proxy.solref = m.geom_solref[g].copy()
-    proxy.solimp = m.geom_solimp[g].copy()
-    proxy.solmix = float(m.geom_solmix[g])
-    proxy.margin = float(m.geom_margin[g])
-    proxy.gap = float(m.geom_gap[g])
-    proxy.priority = int(m.geom_priority[g])
+    _copy_contact_params(proxy, m, g)
+
+
+def _copy_contact_params(dst, m: mujoco.MjModel, g: int) -> None:
+    """Gives the new spec geom `dst` the contact parameters of geom `g` of `m`, so a
+    stand-in touches things exactly as the geom it replaces."""
+    dst.condim = int(m.geom_condim[g])
+    dst.friction = m.geom_friction[g].copy()
+    dst.solref = m.geom_solref[g].copy()
+    dst.solimp = m.geom_solimp[g].copy()
+    dst.solmix = float(m.geom_solmix[g])
+    dst.margin = float(m.geom_margin[g])
+    dst.gap = float(m.geom_gap[g])
+    dst.priority = int(m.geom_priority[g])
 
 
 def standin(box_name: str) -> GeomSel:
@@ -191,14 +197,7 @@ def _add_capsule_standins(spec: mujoco.MjSpec, sels: Sequence[GeomSel]) -> None:
                                  size=[r, float(size[2]) - r, 0.0], pos=m.geom_pos[g].copy(),
                                  quat=m.geom_quat[g].copy(), contype=0, conaffinity=0,
                                  group=3, mass=0.0)
-            twin.condim = int(m.geom_condim[g])
-            twin.friction = m.geom_friction[g].copy()
-            twin.solref = m.geom_solref[g].copy()
-            twin.solimp = m.geom_solimp[g].copy()
-            twin.solmix = float(m.geom_solmix[g])
-            twin.margin = float(m.geom_margin[g])
-            twin.gap = float(m.geom_gap[g])
-            twin.priority = int(m.geom_priority[g])
+            _copy_contact_params(twin, m, g)
 
 
 def _uses_hand_proxy(edits: ModelEdits) -> bool:
