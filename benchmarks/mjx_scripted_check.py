@@ -4,7 +4,7 @@
 (`model_edit.build_model`), native MuJoCo float64: a cheap check of the model edits
 alone (seconds per episode, no MJX compile). `--backend mjx`: the jitted, vmapped MJX
 `SawyerEnv.step` in closed loop with metaworld's scripted policy, all episodes in one
-batch; initial states are built on the host like `tests/test_mjx_part2.py` so only the
+batch; initial states are built on the host (`envs/mjx/host_reset.py`) so only the
 step is compiled, and its compile time (AOT `lower().compile()`) is reported.
 
 Episodes are MT50 (seed 0) variations 0..N-1 of the task, the protocol of
@@ -81,28 +81,25 @@ def mjx_success(task: str, episodes: int, edits_override: dict | None = None):
     import jax.numpy as jnp
 
     from cpd_jax.envs import variations
-    from cpd_jax.envs.mjx import sawyer
-    from tests.test_mjx_part2 import host_reset_states
+    from cpd_jax.envs.mjx import host_reset, sawyer
+    from cpd_jax.teachers import scripted
 
     env = sawyer.SawyerEnv(task, edits_override=edits_override)
     rvs = np.stack([variations.rand_vec(task, v) for v in range(episodes)])
     t0 = time.perf_counter()
-    st = host_reset_states(env, rvs)
+    st = host_reset.host_reset_states(env, rvs)
     reset_s = time.perf_counter() - t0
     acts = jnp.zeros((episodes, 4), jnp.float32)
     t0 = time.perf_counter()
     step = jax.jit(jax.vmap(env.step)).lower(st, acts).compile()
     compile_s = time.perf_counter() - t0
-    obs = np.asarray(st.obs)
-    pols = [_policy(task) for _ in range(episodes)]
-    ever = np.zeros(episodes, bool)
-    for _ in range(MAX_STEPS):
-        a = np.stack([np.clip(p.get_action(o), -1, 1) for p, o in zip(pols, obs)])
-        st = step(st, jnp.asarray(a, jnp.float32))
-        obs = np.asarray(st.obs)
-        ever |= np.asarray(st.info["success"]) > 0
-        if ever.all():
-            break
+    states = [st]
+
+    def env_step(actions):
+        states[0] = step(states[0], jnp.asarray(actions))
+        return np.asarray(states[0].obs), np.asarray(states[0].info["success"]) > 0
+
+    ever = scripted.closed_loop_success(task, np.asarray(st.obs), env_step, MAX_STEPS)
     return ever.tolist(), compile_s, reset_s
 
 

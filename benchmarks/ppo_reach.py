@@ -34,6 +34,11 @@ def parse(argv=None):
     p.add_argument("--num_eval", type=int, default=10, help="eval episodes")
     p.add_argument("--num_envs", type=int, default=10, help="parallel envs (both sides)")
     p.add_argument("--unroll", type=int, default=500, help="steps per env per rollout")
+    p.add_argument("--sb3_num_envs", type=int, default=None,
+                   help="SB3's envs (default --num_envs). SB3 steps its DummyVecEnv one env "
+                        "after another on one core, so hundreds of envs only cost it memory")
+    p.add_argument("--sb3_unroll", type=int, default=None,
+                   help="SB3's n_steps per env (default --unroll)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--minibatches", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -99,7 +104,7 @@ def sb3_worker(args) -> dict:
 
     from cpd_jax.envs import reference, variations
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores taskset allows
     rand_vecs = variations.all_rand_vecs()[TASK]
 
     class Reach(gym.Env):
@@ -119,12 +124,14 @@ def sb3_worker(args) -> dict:
             o, r, term, trunc, info = self.env.step(np.clip(action, -1, 1))
             return o, r, term, trunc, info
 
+    num_envs = args.sb3_num_envs or args.num_envs
+    unroll = args.sb3_unroll or args.unroll
     venv = VecNormalize(DummyVecEnv([lambda i=i: Reach(args.seed * 1000 + i)
-                                     for i in range(args.num_envs)]),
+                                     for i in range(num_envs)]),
                         norm_obs=True, norm_reward=False)
     eval_env = Reach(args.seed + 12345)
-    n_batch = args.num_envs * args.unroll
-    model = PPO("MlpPolicy", venv, n_steps=args.unroll, batch_size=n_batch // args.minibatches,
+    n_batch = num_envs * unroll
+    model = PPO("MlpPolicy", venv, n_steps=unroll, batch_size=n_batch // args.minibatches,
                 n_epochs=args.epochs, learning_rate=args.lr, gamma=0.99, gae_lambda=0.97,
                 clip_range=0.2, max_grad_norm=1.0, ent_coef=0.0, seed=args.seed,
                 policy_kwargs=dict(net_arch=dict(pi=[128, 128], vf=[128, 128]),
@@ -167,7 +174,8 @@ def sb3_worker(args) -> dict:
 
     model.learn(total_timesteps=args.budget, callback=Eval())
     return {"side": "SB3 PPO (torch, metaworld CPU MuJoCo)", "reached": result["reached"],
-            "curve": curve, "torch_threads": torch.get_num_threads()}
+            "curve": curve, "torch_threads": torch.get_num_threads(),
+            "num_envs": num_envs, "unroll": unroll}
 
 
 def run_sb3(args, argv) -> dict:

@@ -23,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 from cpd_jax.envs import reference  # noqa: E402
 from cpd_jax.envs.mjx import host_env, wrappers  # noqa: E402
 from cpd_jax.envs.mjx.tasks import registry  # noqa: E402
+from cpd_jax.teachers import scripted  # noqa: E402
 
 QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
 PORTED = registry.ported_tasks()
@@ -157,14 +158,12 @@ def _scripted_success(task, n_episodes):
     wins = []
     for start in range(0, n_episodes, N_QUICK):
         obs = env.reset(list(range(start, start + N_QUICK)))
-        pols = [_policy(task) for _ in range(N_QUICK)]
-        ever = np.zeros(N_QUICK, bool)
-        for _ in range(500):
-            acts = np.stack([np.clip(p.get_action(o), -1, 1) for p, o in zip(pols, obs)])
-            tr = env.step(acts)
-            obs, ever = tr.obs, ever | tr.success
-            if ever.all():
-                break
+
+        def env_step(actions):
+            tr = env.step(actions)
+            return tr.obs, tr.success
+
+        ever = scripted.closed_loop_success(task, obs, env_step)
         wins.extend(ever.tolist())
     return float(np.mean(wins))
 
@@ -241,3 +240,29 @@ def test_capsule_standin_geom():
     partners = {int(m.pair_geom1[p] if m.pair_geom2[p] == twin else m.pair_geom2[p])
                 for p in range(m.npair) if twin in (m.pair_geom1[p], m.pair_geom2[p])}
     assert {m.geom(g).name for g in partners} == set(me.PAD_GEOMS + me.CLAW_GEOMS)
+
+
+def test_autoreset_from_pool_restarts_in_a_pool_state():
+    """With a reset pool, a truncated env restarts in one of the pool's states, exactly
+    (a gather), keeps the truncating step's reward/done, and counts the episode."""
+    from cpd_jax.envs import variations
+    from cpd_jax.envs.mjx import host_reset
+
+    b, _, _ = _batched("reach-v3")
+    pool = host_reset.host_reset_states(
+        b.env, np.stack([variations.rand_vec("reach-v3", v) for v in range(3)]))
+    batch = 2
+    st = b.init_stats(jax.tree_util.tree_map(lambda x: x[:batch], pool))
+    st = st.replace(rng=jax.random.split(jax.random.PRNGKey(3), batch),
+                    step_count=jnp.full((batch,), 499, jnp.int32))
+    step = jax.jit(b.step)
+    out = step(st, jnp.zeros((batch, 4)), pool)
+    assert bool(out.done.all()) and int(out.step_count.max()) == 0
+    assert np.asarray(out.info["episodes"]).tolist() == [1] * batch
+    pool_obs = np.asarray(pool.obs)
+    for i in range(batch):  # each env's new first obs is one of the pool's, bit for bit
+        assert (np.asarray(out.obs[i]) == pool_obs).all(axis=1).any()
+    # without truncation nothing is gathered: the step is the plain batched step
+    st2 = st.replace(step_count=jnp.zeros((batch,), jnp.int32))
+    out2 = step(st2, jnp.zeros((batch, 4)), pool)
+    assert not bool(out2.done.any()) and (np.asarray(out2.step_count) == 1).all()

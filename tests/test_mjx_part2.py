@@ -9,7 +9,6 @@ run eagerly). The closed-loop scripted-policy check compiles the full batched st
 is `slow` except for one cheap task.
 """
 
-import copy
 import functools
 import json
 import os
@@ -23,12 +22,11 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(CACHE, "jax_cc")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import mujoco  # noqa: E402
-from mujoco import mjx  # noqa: E402
 
 from cpd_jax.envs import reference, variations  # noqa: E402
-from cpd_jax.envs.mjx import sawyer  # noqa: E402
+from cpd_jax.envs.mjx import host_reset, sawyer  # noqa: E402
 from cpd_jax.envs.mjx.tasks import registry  # noqa: E402
+from cpd_jax.teachers import scripted  # noqa: E402
 
 PART2_TASKS = (
     "button-press-wall-v3", "button-press-topdown-wall-v3", "coffee-button-v3",
@@ -60,62 +58,15 @@ def get_env(task):
     return sawyer.SawyerEnv(task)
 
 
-def native_mjx_data(env, qpos, qvel, mocap_pos, body_pos):
-    """mjx.Data of native `mj_forward` on our edited model at the given physics state."""
-    m = copy.copy(env.mj_model)
-    m.body_pos[:] = np.asarray(body_pos, np.float64)
-    d = mujoco.MjData(m)
-    d.qpos[:], d.qvel[:] = qpos, qvel
-    d.mocap_pos[:] = mocap_pos
-    d.mocap_quat[:] = np.asarray(env._data0.mocap_quat)
-    d.ctrl[:] = np.asarray(env._data0.ctrl)
-    mujoco.mj_forward(m, d)
-    return mjx.put_data(m, d)
-
-
 def eager_reset(env, rand_vec):
     """(obs float32[39], body_pos, task_vars) of `env.reset` with native mj_forward."""
-    t, d0 = env.task, env._data0
-    rv = jnp.asarray(rand_vec, jnp.float32)
-    qpos, qvel, body_pos = t.reset_physics(env, d0.qpos, d0.qvel, env._body_pos0, rv)
-    d = native_mjx_data(env, np.asarray(qpos, np.float64), np.asarray(qvel, np.float64),
-                        np.asarray(d0.mocap_pos, np.float64), np.asarray(body_pos, np.float64))
-    tv = t.reset_vars(env, d, rv)
-    tv["init_tcp"] = jnp.asarray(env.init_tcp, jnp.float32)
-    curr = env.curr_obs(d)
-    return jnp.concatenate([curr, curr, tv["target_pos"]]), body_pos, tv
-
-
-def host_reset_states(env, rand_vecs):
-    """Batched `sawyer.State` of `env.reset` for each row of rand_vecs, built on the host
-    (native mj_forward, see `eager_reset`) so closed-loop checks compile only the step."""
-    states = []
-    for rv in rand_vecs:
-        t, d0 = env.task, env._data0
-        rvj = jnp.asarray(rv, jnp.float32)
-        qpos, qvel, body_pos = t.reset_physics(env, d0.qpos, d0.qvel, env._body_pos0, rvj)
-        d = native_mjx_data(env, np.asarray(qpos, np.float64), np.asarray(qvel, np.float64),
-                            np.asarray(d0.mocap_pos, np.float64),
-                            np.asarray(body_pos, np.float64))
-        # keep the dtypes/shapes of the jitted path (put_data may carry extra precision)
-        d = jax.tree_util.tree_map(
-            lambda a, b: jnp.asarray(a, b.dtype) if hasattr(b, "dtype") else a, d, d0)
-        tv = t.reset_vars(env, d, rvj)
-        tv["init_tcp"] = jnp.asarray(env.init_tcp, jnp.float32)
-        curr = env.curr_obs(d)
-        zero = jnp.zeros((), jnp.float32)
-        states.append(sawyer.State(
-            data=d, body_pos=jnp.asarray(body_pos, jnp.float32),
-            obs=jnp.concatenate([curr, curr, tv["target_pos"]]), curr_obs=curr, reward=zero,
-            done=jnp.zeros((), bool), truncated=jnp.zeros((), bool),
-            step_count=jnp.zeros((), jnp.int32), task_vars=tv, info={"success": zero},
-            rng=jax.random.PRNGKey(0)))
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+    st = host_reset.host_reset_state(env, rand_vec)
+    return st.obs, st.body_pos, st.task_vars
 
 
 def eager_step_outputs(env, rec, body_pos, tv):
     """(clipped obs, reward, success) of our port at a recorded reference state."""
-    d = native_mjx_data(env, rec["qpos"], rec["qvel"], rec["mocap_pos"], body_pos)
+    d = host_reset.native_mjx_data(env, rec["qpos"], rec["qvel"], rec["mocap_pos"], body_pos)
     curr = env.curr_obs(d)
     obs = jnp.concatenate([curr, jnp.asarray(rec["prev"], jnp.float32), tv["target_pos"]])
     obs = jnp.clip(obs, env.obs_low, env.obs_high)
@@ -180,17 +131,14 @@ def scripted_success(task, n_episodes):
     env = get_env(task)
     step = jax.jit(jax.vmap(env.step))
     rvs = np.stack([variations.rand_vec(task, v) for v in range(n_episodes)])
-    st = host_reset_states(env, rvs)
-    obs = np.asarray(st.obs)
-    pols = [policy(task) for _ in range(n_episodes)]
-    ever = np.zeros(n_episodes, bool)
-    for _ in range(500):
-        acts = np.stack([np.clip(p.get_action(o), -1, 1) for p, o in zip(pols, obs)])
-        st = step(st, jnp.asarray(acts, jnp.float32))
-        obs = np.asarray(st.obs)
-        ever |= np.asarray(st.info["success"]) > 0
-        if ever.all():
-            break
+    st = host_reset.host_reset_states(env, rvs)
+    states = [st]
+
+    def env_step(actions):
+        states[0] = step(states[0], jnp.asarray(actions))
+        return np.asarray(states[0].obs), np.asarray(states[0].info["success"]) > 0
+
+    ever = scripted.closed_loop_success(task, np.asarray(st.obs), env_step)
     return float(ever.mean())
 
 

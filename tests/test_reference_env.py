@@ -5,7 +5,7 @@ import pytest
 
 from cpd_jax.envs import MT25_TASKS, UnknownTaskError, make_env
 from cpd_jax.envs import variations
-from cpd_jax.teachers.scripted import ScriptedTeacher
+from cpd_jax.teachers.scripted import ScriptedTeacher, closed_loop_success
 
 
 @pytest.mark.parametrize("task", MT25_TASKS)
@@ -67,3 +67,12 @@ def test_scripted_teacher_solves_reach_through_our_wrapper():
         tr = env.step(teacher.action_mean(obs))
         obs, success = tr.obs, success | tr.success
     assert success.mean() >= 0.9
+
+    # the shared closed-loop helper (used by the MJX fidelity checks) agrees episode by
+    # episode with the explicit loop above: both are deterministic
+    def env_step(actions):
+        tr = env.step(actions)
+        return tr.obs, tr.success
+
+    got = closed_loop_success("reach-v3", env.reset(list(range(10))), env_step)
+    np.testing.assert_array_equal(got, success)

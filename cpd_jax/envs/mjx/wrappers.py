@@ -32,7 +32,8 @@ class BatchedEnv:
         self.env = env
         self.auto_reset = auto_reset
 
-    def _init_stats(self, state: State) -> State:
+    def init_stats(self, state: State) -> State:
+        """Adds the zeroed episode statistics to a batched `State` fresh from reset."""
         z = jnp.zeros_like(state.reward)
         stats = {k: z for k in _STAT_KEYS}
         stats["episodes"] = jnp.zeros_like(state.step_count)
@@ -41,13 +42,20 @@ class BatchedEnv:
 
     def reset(self, keys: jax.Array) -> State:
         """Fresh training variations sampled from the task's reset space."""
-        return self._init_stats(jax.vmap(self.env.reset_random)(keys))
+        return self.init_stats(jax.vmap(self.env.reset_random)(keys))
 
     def reset_to(self, keys: jax.Array, rand_vecs: jax.Array) -> State:
         """Given variations rand_vecs float32[B, d] (e.g. the MT50 evaluation ones)."""
-        return self._init_stats(jax.vmap(self.env.reset)(keys, rand_vecs))
+        return self.init_stats(jax.vmap(self.env.reset)(keys, rand_vecs))
 
-    def step(self, state: State, actions: jax.Array) -> State:
+    def step(self, state: State, actions: jax.Array, reset_pool: State | None = None) -> State:
+        """One env step of every env; envs whose episode ended restart in the same call.
+
+        reset_pool: optional State with a leading [P] axis (e.g. `host_reset.
+        host_reset_states` or `mjx_adapter.make_reset_pool`). Given one, a restart is a
+        gather of a uniformly drawn pool entry instead of `reset_random` (an
+        `mjx.forward` per env), which takes the reset program out of the compiled step.
+        """
         nxt = jax.vmap(self.env.step)(state, actions)
         ep_ret = state.info["episode_return"] + nxt.reward
         ep_succ = jnp.maximum(state.info["episode_success"], nxt.info["success"])
@@ -66,7 +74,7 @@ class BatchedEnv:
 
         def do_reset(s: State) -> State:
             keys = jax.vmap(lambda k: jax.random.split(k, 2))(s.rng)
-            fresh = jax.vmap(self.env.reset_random)(keys[:, 0])
+            fresh = self._fresh_states(keys[:, 0], reset_pool)
             fresh = fresh.replace(rng=keys[:, 1], info={**s.info, **fresh.info})
             # keep this step's reward/done/truncated so the learner sees the truncation
             fresh = fresh.replace(reward=s.reward, done=s.done, truncated=s.truncated)
@@ -75,6 +83,14 @@ class BatchedEnv:
             return jax.tree_util.tree_map(pick, fresh, s)
 
         return jax.lax.cond(jnp.any(done), do_reset, lambda s: s, nxt)
+
+    def _fresh_states(self, keys: jax.Array, reset_pool: State | None) -> State:
+        """Batched start states [B], one per key: new variations, or pool entries."""
+        if reset_pool is None:
+            return jax.vmap(self.env.reset_random)(keys)
+        size = jax.tree_util.tree_leaves(reset_pool)[0].shape[0]
+        idx = jax.vmap(lambda k: jax.random.randint(k, (), 0, size))(keys)
+        return jax.tree_util.tree_map(lambda x: x[idx], reset_pool)
 
 
 def make_batched(env: SawyerEnv, auto_reset: bool = True) -> BatchedEnv:
