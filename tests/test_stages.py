@@ -53,6 +53,22 @@ def test_killed_after_stage_2_and_restarted_matches_uninterrupted(tmp_path, shar
     assert full["num_experts"] == resumed["num_experts"] == 2 + 2 * 1  # grew at stages 2, 3
 
 
+@pytest.mark.parametrize("method", ["ewc", pytest.param("kl", marks=pytest.mark.slow)])
+def test_penalty_methods_resumed_after_stage_2_match_uninterrupted(tmp_path, shared_data,
+                                                                   method):
+    """EWC / KL anchor stage 3 on stage 2's student and data: a resumed run reloads that
+    data from disk, an uninterrupted one keeps it in memory; the params must agree."""
+    c = tiny_config(method)
+    c.data.dir = str(shared_data)
+    full = stages.run_continual(c, tmp_path / "full")
+    stages.run_continual(c, tmp_path / "resumed", max_stages=2)
+    resumed = stages.run_continual(c, tmp_path / "resumed")
+    for a, b in zip(jax.tree.leaves(full["state"].params),
+                    jax.tree.leaves(resumed["state"].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(full["R"], float), np.asarray(resumed["R"], float))
+
+
 def test_restore_for_eval_gives_bitwise_the_same_actions(tmp_path, shared_data):
     c = tiny_config()
     c.data.dir = str(shared_data)

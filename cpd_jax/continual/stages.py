@@ -251,11 +251,13 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
     seed_key = jax.random.PRNGKey(config.seed)
     timings = []
     last = len(stages) if max_stages is None else min(max_stages, len(stages))
+    prev_data = None  # the previous stage's teacher data (EWC's Fisher, KL's targets)
     for k in range(run.stages_done if run else 0, last):
         t0 = time.time()
         key = jax.random.fold_in(seed_key, k)
         k_init, k_grow, k_train, k_replay, k_pen, k_enc = jax.random.split(key, 6)
-        data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir)) for t in stages[k]]
+        data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
+                for t in stages[k]]
         if run is None or method.fresh_student:
             _, params = pipeline.init_student(config, k_init)
             obs_norm = run.obs_norm if run else fit_obs_norm(
@@ -283,9 +285,10 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
         penalty_fn = None
         if prev_params is not None and method.penalty != "none":
             prev_model = _student(config, num_experts(prev_params))
-            prev_source = distillation.make_window_source(
-                [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir)) for t in stages[k - 1]],
-                config.student.seq_len)
+            if prev_data is None:  # resumed at this stage: the previous one's data is on disk
+                prev_data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
+                             for t in stages[k - 1]]
+            prev_source = distillation.make_window_source(prev_data, config.student.seq_len)
             penalty_fn = _penalty(config, method, prev_model, prev_params, prev_source,
                                   obs_norm, k_pen)
         params, opt_state, curve = train_stage(config, method, params, num_old, k + 1, source,
@@ -308,6 +311,7 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
                      num_experts(params))
         timings.append(time.time() - t0)
         _save(ckpt, run, config, {"summary": summary, "curve_tail": curve[-1:]})
+        prev_data = data
     results = write_continual_results(workdir, config, run, tasks, stage_of_task,
                                       time.time() - start)
     return dict(results, state=run)  # the in-memory RunState too (not in results.json)
