@@ -52,9 +52,8 @@ class MjxTaskEnv:  # the runner caches compiled functions per env object
 
     def reset(self, key: jax.Array):
         if self.reset_pool is not None:
-            size = jax.tree_util.tree_leaves(self.reset_pool)[0].shape[0]
-            i = jax.random.randint(key, (), 0, size)
-            return jax.tree_util.tree_map(lambda x: x[i], self.reset_pool)
+            from cpd_jax.envs.mjx.wrappers import draw_from_pool  # lazy, as make_mjx_env
+            return draw_from_pool(key, self.reset_pool)
         if self.variations == "random":
             return self.sawyer.reset_random(key)
         k_var, k_reset = jax.random.split(key)

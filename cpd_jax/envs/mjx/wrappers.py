@@ -92,9 +92,15 @@ class BatchedEnv:
         """Batched start states [B], one per key: new variations, or pool entries."""
         if reset_pool is None:
             return jax.vmap(self.env.reset_random)(keys)
-        size = jax.tree_util.tree_leaves(reset_pool)[0].shape[0]
-        idx = jax.vmap(lambda k: jax.random.randint(k, (), 0, size))(keys)
-        return jax.tree_util.tree_map(lambda x: x[idx], reset_pool)
+        return jax.vmap(draw_from_pool, in_axes=(0, None))(keys, reset_pool)
+
+
+def draw_from_pool(key: jax.Array, pool: State) -> State:
+    """One uniformly drawn entry of `pool` (a State with a leading [P] axis): a gather,
+    so a restart from a pool compiles no reset program."""
+    size = jax.tree_util.tree_leaves(pool)[0].shape[0]
+    i = jax.random.randint(key, (), 0, size)
+    return jax.tree_util.tree_map(lambda x: x[i], pool)
 
 
 def make_batched(env: SawyerEnv, auto_reset: bool = True) -> BatchedEnv:
