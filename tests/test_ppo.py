@@ -254,3 +254,26 @@ def test_sharded_on_4_host_devices_equals_unsharded(tmp_path):
     np.testing.assert_allclose(sharded["eval_return"], m["eval_return"], rtol=1e-4, atol=1e-4)
     for i, x in enumerate(jax.tree_util.tree_leaves(state.params)):
         np.testing.assert_allclose(sharded[f"p{i}"], x, rtol=1e-4, atol=1e-5)
+
+
+def test_host_loop_chunk_equals_scanned_chunk():
+    """`ppo.make_host_chunk` (Python loop over jitted env steps, used for CPU MJX) is
+    the scanned chunk computed differently: same params, same metrics, and an
+    early-stopped task stays frozen in both."""
+    c = small_config()
+    fns, init_fn, chunk_fn = ppo_runner._compiled(ppo_runner._config_key(c), toy_envs.PointMass())
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    state0 = init_fn(keys, jnp.asarray(toy_envs.toy_task_params(TASKS3[1:])))
+    state0 = state0.replace(stopped=jnp.array([True, False]))
+    scanned, m_scan = chunk_fn(state0, 2)
+    host_chunk = ppo.make_host_chunk(fns, c)
+    host_chunk.warmup(state0)  # compiles the pieces; the state is not consumed
+    messages = []
+    hosted, m_host = host_chunk(state0, 2, progress=messages.append)
+    assert len(messages) == 2 * (2 + 1)  # per update and per evaluation
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        (scanned.replace(task_params=None), m_scan), (hosted.replace(task_params=None), m_host))
+    frozen = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a[0], b[0])), state0, hosted)
+    assert all(jax.tree_util.tree_leaves(frozen)), frozen
+    assert int(hosted.env_steps[1]) == 2 * 2 * c.num_envs * c.unroll_length

@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from cpd_jax.configs import teachers_ppo_cpu
 from cpd_jax.teachers import ppo, ppo_runner, toy_envs
@@ -62,3 +63,20 @@ def test_runner_exports_resumes_and_teacher_acts(tmp_path):
     np.testing.assert_array_equal(act, teacher.action_mean(obs))
     with open(os.path.join(full, "teachers", "success_table.md")) as f:
         assert f.read().startswith("| task | final success")
+    # The host loop (teachers.rollout_loop="host"), stopped after one chunk and
+    # resumed, ends where the scanned run ends.
+    host = str(tmp_path / "host")
+    for total_evals in (2, 4):
+        config = runner_config(total_evals)
+        config.teachers.rollout_loop = "host"
+        ppo_runner.train_teachers(config, host, log=quiet)
+    for task in ("point-mass-east", "point-mass-north"):
+        for a, b in zip(_params(full, task)[1], _params(host, task)[1]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_rollout_loop_is_named(tmp_path):
+    config = runner_config(2)
+    config.teachers.rollout_loop = "hots"
+    with pytest.raises(ValueError, match="hots"):
+        ppo_runner.train_teachers(config, str(tmp_path), log=lambda *a: None)

@@ -67,4 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.teachers.evals_per_chunk = 5  # eval periods per jitted chunk; a checkpoint
     #                                      of the full training state follows each chunk
     config.teachers.shard = True  # shard the task axis over all local devices
+    config.teachers.rollout_loop = "scan"  # "scan": a chunk is one XLA program (GPU/TPU);
+    #   "host": Python loop over a jitted env step (ppo.make_host_chunk; same numbers):
+    #   for CPU MJX, where a contact-rich task's scanned chunk needs > 24 GB to compile
     return config

@@ -217,6 +217,33 @@ class Transition:
     success: jax.Array
 
 
+class ChunkPieces(NamedTuple):
+    """`train_chunk` taken apart at its env steps, for `make_host_chunk`. All pure and
+    unbatched (one task), like `PPOFunctions`; `carry` is the rollout's or the
+    evaluation's loop state.
+
+    rollout_carry(state) -> carry; rollout_step(state, carry, key) -> (carry, out);
+    rollout_finish(state, carry, traj[T], ep[T]) -> (state, traj, stats);
+    update_keys(state) -> (key, k_roll, k_sgd); learn(state, key, k_sgd, traj, stats)
+    -> (state, metrics); masked(old, new) -> new unless old has early-stopped;
+    eval_key(state) -> key; eval_start(state, key) -> carry;
+    eval_step(state, carry) -> carry; eval_finish(carry) -> metrics;
+    end_period(state, was_stopped, metrics, eval_metrics) -> (state, metrics).
+    """
+
+    rollout_carry: Any
+    rollout_step: Any
+    rollout_finish: Any
+    update_keys: Any
+    learn: Any
+    masked: Any
+    eval_key: Any
+    eval_start: Any
+    eval_step: Any
+    eval_finish: Any
+    end_period: Any
+
+
 class PPOFunctions(NamedTuple):
     """The pure pieces `make_ppo` builds; all are jit/vmap-able.
 
@@ -227,6 +254,7 @@ class PPOFunctions(NamedTuple):
         masked updates and early stop (num_evals is static)
     train(key, task_params=None) -> (state, metrics[num_evals_total])
     policy_apply(policy_params, obs_normalised) -> (mean, log_std)
+    pieces: ChunkPieces, the parts `make_host_chunk` loops over on the host
     """
 
     init: Any
@@ -235,6 +263,7 @@ class PPOFunctions(NamedTuple):
     train_chunk: Any
     train: Any
     policy_apply: Any
+    pieces: ChunkPieces
     num_evals: int
     updates_per_eval: int
 
@@ -313,39 +342,47 @@ def make_ppo(config, env: Env) -> PPOFunctions:
             eval_success=jnp.zeros((), jnp.float32))
 
     # ------------------------------------------------------------------- rollout
-    def rollout(state: TrainState, key) -> tuple[TrainState, Transition, dict]:
+    # A rollout is `rollout_step` scanned `unroll_length` times between
+    # `rollout_carry` and `rollout_finish`; the pieces are separate so a host loop can
+    # call a jitted `rollout_step` instead of the scan (`make_host_chunk`).
+    def rollout_carry(state: TrainState):
+        """(env_state, episode_t, episode_return, episode_success) of the state."""
+        return (state.env_state, state.episode_t, state.episode_return,
+                state.episode_success)
+
+    def rollout_step(state: TrainState, carry, k):
+        """One env step of every env under the stochastic policy (with auto-reset).
+        Returns (carry, (Transition[B], (done, return, success)[B] of ended episodes))."""
         bound_env = bind_task(env, state.task_params)
+        env_state, t, ep_ret, ep_succ = carry
+        k_act, k_reset = jax.random.split(k)
+        obs = env_state.obs
+        mean, log_std = policy.apply(state.params["policy"], norm(state.obs_stats, obs))
+        u = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
+        log_prob = networks.tanh_gaussian_log_prob(u, mean, log_std)
+        nxt = jax.vmap(bound_env.step)(env_state, jnp.tanh(u))
+        t1 = t + 1
+        done = (nxt.done > 0) | (t1 >= c.episode_length)
+        success = nxt.info["success"].astype(jnp.float32)
+        ep_ret1 = ep_ret + nxt.reward
+        ep_succ1 = jnp.maximum(ep_succ, success)
+        # Reset only when some env finished (cheap when episodes align with
+        # rollouts; under a task vmap the cond becomes a select).
+        reset_states = jax.lax.cond(jnp.any(done), lambda: reset_batch(bound_env, k_reset),
+                                    lambda: nxt)
+        env_state1 = _tree_where(done, reset_states, nxt)
+        donef = done.astype(jnp.float32)
+        carry1 = (env_state1, jnp.where(done, 0, t1), ep_ret1 * (1.0 - donef),
+                  ep_succ1 * (1.0 - donef))
+        tr = Transition(obs=obs, t=t, u=u, log_prob=log_prob, reward=nxt.reward,
+                        done=donef, success=success)
+        ep = (donef, ep_ret1 * donef, ep_succ1 * donef)
+        return carry1, (tr, ep)
 
-        def step_fn(carry, k):
-            env_state, t, ep_ret, ep_succ = carry
-            k_act, k_reset = jax.random.split(k)
-            obs = env_state.obs
-            mean, log_std = policy.apply(state.params["policy"], norm(state.obs_stats, obs))
-            u = mean + jnp.exp(log_std) * jax.random.normal(k_act, mean.shape)
-            log_prob = networks.tanh_gaussian_log_prob(u, mean, log_std)
-            nxt = jax.vmap(bound_env.step)(env_state, jnp.tanh(u))
-            t1 = t + 1
-            done = (nxt.done > 0) | (t1 >= c.episode_length)
-            success = nxt.info["success"].astype(jnp.float32)
-            ep_ret1 = ep_ret + nxt.reward
-            ep_succ1 = jnp.maximum(ep_succ, success)
-            # Reset only when some env finished (cheap when episodes align with
-            # rollouts; under a task vmap the cond becomes a select).
-            reset_states = jax.lax.cond(jnp.any(done), lambda: reset_batch(bound_env, k_reset),
-                                        lambda: nxt)
-            env_state1 = _tree_where(done, reset_states, nxt)
-            donef = done.astype(jnp.float32)
-            carry1 = (env_state1, jnp.where(done, 0, t1), ep_ret1 * (1.0 - donef),
-                      ep_succ1 * (1.0 - donef))
-            tr = Transition(obs=obs, t=t, u=u, log_prob=log_prob, reward=nxt.reward,
-                            done=donef, success=success)
-            ep = (donef, ep_ret1 * donef, ep_succ1 * donef)
-            return carry1, (tr, ep)
-
-        carry0 = (state.env_state, state.episode_t, state.episode_return,
-                  state.episode_success)
-        (env_state, t, ep_ret, ep_succ), (traj, ep) = jax.lax.scan(
-            step_fn, carry0, jax.random.split(key, c.unroll_length))
+    def rollout_finish(state: TrainState, carry, traj: Transition, ep
+                       ) -> tuple[TrainState, Transition, dict]:
+        """The state after the rollout, the rollout (leaves [T, B, ...]) and its stats."""
+        env_state, t, ep_ret, ep_succ = carry
         n_done = jnp.sum(ep[0])
         stats = {"train_episodes": n_done,
                  "train_return": jnp.sum(ep[1]) / jnp.maximum(n_done, 1.0),
@@ -354,6 +391,12 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         state = state.replace(env_state=env_state, episode_t=t, episode_return=ep_ret,
                               episode_success=ep_succ)
         return state, traj, stats
+
+    def rollout(state: TrainState, key) -> tuple[TrainState, Transition, dict]:
+        carry, (traj, ep) = jax.lax.scan(lambda cr, k: rollout_step(state, cr, k),
+                                         rollout_carry(state),
+                                         jax.random.split(key, c.unroll_length))
+        return rollout_finish(state, carry, traj, ep)
 
     # ---------------------------------------------------------------------- loss
     def loss_fn(params, mb):
@@ -383,9 +426,20 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         return (optax.apply_updates(params, updates), opt_state), m
 
     # -------------------------------------------------------------------- update
+    def update_keys(state: TrainState):
+        """(next state key, rollout key, SGD key)."""
+        return tuple(jax.random.split(state.key, 3))
+
     def update(state: TrainState) -> tuple[TrainState, dict]:
-        key, k_roll, k_sgd = jax.random.split(state.key, 3)
+        """One rollout + PPO update."""
+        key, k_roll, k_sgd = update_keys(state)
         state, traj, roll_stats = rollout(state, k_roll)
+        return learn(state, key, k_sgd, traj, roll_stats)
+
+    def learn(state: TrainState, key, k_sgd, traj: Transition, roll_stats: dict
+              ) -> tuple[TrainState, dict]:
+        """GAE, baseline fit and epochs x minibatches of SGD on the rollout `traj`;
+        `key` becomes the state's key."""
         obs_n = norm(state.obs_stats, traj.obs)                       # [T, B, D]
         last_obs_n = norm(state.obs_stats, state.env_state.obs)       # [B, D]
         values = value_fn(state.params, state.baseline_coeffs, obs_n, traj.t)
@@ -431,25 +485,32 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         return state, metrics
 
     # ------------------------------------------------------------------ evaluate
-    def evaluate(state: TrainState, key) -> dict:
-        """Deterministic tanh(mean) episodes of `episode_length` steps on
-        `num_eval_envs` fresh resets; success = success at any step."""
-        bound_env = bind_task(env, state.task_params)
-        s0 = jax.vmap(bound_env.reset)(jax.random.split(key, c.num_eval_envs))
-
-        def step_fn(carry, _):
-            s, alive, ret, succ = carry
-            mean, _ = policy.apply(state.params["policy"], norm(state.obs_stats, s.obs))
-            s1 = jax.vmap(bound_env.step)(s, jnp.tanh(mean))
-            ret = ret + alive * s1.reward
-            succ = jnp.maximum(succ, alive * s1.info["success"].astype(jnp.float32))
-            alive = alive * (1.0 - (s1.done > 0).astype(jnp.float32))
-            return (s1, alive, ret, succ), None
-
+    # Deterministic tanh(mean) episodes of `episode_length` steps on `num_eval_envs`
+    # fresh resets; success = success at any step. Split like the rollout.
+    def eval_start(state: TrainState, key):
+        """(env states, alive, return, success), each batched over the eval envs."""
+        s0 = jax.vmap(bind_task(env, state.task_params).reset)(
+            jax.random.split(key, c.num_eval_envs))
         ones = jnp.ones((c.num_eval_envs,), jnp.float32)
-        (_, _, ret, succ), _ = jax.lax.scan(step_fn, (s0, ones, 0.0 * ones, 0.0 * ones),
-                                            None, length=c.episode_length)
+        return (s0, ones, 0.0 * ones, 0.0 * ones)
+
+    def eval_step(state: TrainState, carry):
+        s, alive, ret, succ = carry
+        mean, _ = policy.apply(state.params["policy"], norm(state.obs_stats, s.obs))
+        s1 = jax.vmap(bind_task(env, state.task_params).step)(s, jnp.tanh(mean))
+        ret = ret + alive * s1.reward
+        succ = jnp.maximum(succ, alive * s1.info["success"].astype(jnp.float32))
+        alive = alive * (1.0 - (s1.done > 0).astype(jnp.float32))
+        return (s1, alive, ret, succ)
+
+    def eval_finish(carry) -> dict:
+        _, _, ret, succ = carry
         return {"eval_success": jnp.mean(succ), "eval_return": jnp.mean(ret)}
+
+    def evaluate(state: TrainState, key) -> dict:
+        carry, _ = jax.lax.scan(lambda cr, _: (eval_step(state, cr), None),
+                                eval_start(state, key), None, length=c.episode_length)
+        return eval_finish(carry)
 
     # --------------------------------------------------------------- train loops
     def masked_update(state: TrainState, _):
@@ -458,11 +519,17 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         # under vmap, but the other tasks go on).
         return _tree_where(state.stopped, state, new_state), metrics
 
+    def eval_key(state: TrainState):
+        return jax.random.fold_in(state.key, state.num_updates)
+
     def eval_period(state: TrainState, _):
         was_stopped = state.stopped
         state, m = jax.lax.scan(masked_update, state, None, length=updates_per_eval)
         m = jax.tree_util.tree_map(jnp.mean, m)
-        ev = evaluate(state, jax.random.fold_in(state.key, state.num_updates))
+        return end_period(state, was_stopped, m, evaluate(state, eval_key(state)))
+
+    def end_period(state: TrainState, was_stopped, m: dict, ev: dict):
+        """Early stop on the eval success; (state, the period's metrics)."""
         stopped = was_stopped | (ev["eval_success"] >= c.early_stop_success)
         state = state.replace(
             stopped=stopped,
@@ -478,9 +545,103 @@ def make_ppo(config, env: Env) -> PPOFunctions:
     def train(key, task_params=None):
         return train_chunk(init(key, task_params), num_evals)
 
+    pieces = ChunkPieces(
+        rollout_carry=rollout_carry, rollout_step=rollout_step,
+        rollout_finish=rollout_finish, update_keys=update_keys, learn=learn,
+        masked=lambda old, new: _tree_where(old.stopped, old, new), eval_key=eval_key,
+        eval_start=eval_start, eval_step=eval_step, eval_finish=eval_finish,
+        end_period=end_period)
     return PPOFunctions(init=init, update=update, evaluate=evaluate,
                         train_chunk=train_chunk, train=train, policy_apply=policy.apply,
+                        pieces=pieces,
                         num_evals=num_evals, updates_per_eval=updates_per_eval)
+
+
+def make_host_chunk(fns: PPOFunctions, config):
+    """`host_chunk(state[N], n_evals, progress=None) -> (state[N], metrics[N, n_evals])`:
+    the same
+    computation as `jax.jit(jax.vmap(fns.train_chunk))` (the same keys, the same
+    masking of early-stopped tasks), but the loops over env steps, updates and eval
+    periods run in Python around small jitted, task-vmapped pieces.
+
+    Why: XLA compiles the env step once per piece instead of inside nested while
+    loops. On this project's 2-core CPU the scanned chunk of a contact-rich MJX task
+    (door-open-v3, 256 envs) needs more than 24 GB and 8+ minutes to compile, while a
+    jitted step alone compiles in about a minute; a step of 256 MJX envs takes
+    ~0.1-1 s, so one dispatch per step costs nothing measurable. On a GPU/TPU the
+    scanned chunk (no host round trips) is the default (`teachers.rollout_loop`).
+
+    progress: optional `progress(str)`, called after every update and evaluation (on
+    the CPU an update of 25,600 MJX env steps takes a minute or more).
+    `host_chunk.warmup(state)` compiles every piece without training.
+    """
+    c = config
+    p = fns.pieces
+    vmap_jit = lambda f, **kw: jax.jit(jax.vmap(f, **kw))
+    rollout_carry = vmap_jit(p.rollout_carry)
+    rollout_step = vmap_jit(p.rollout_step)
+    rollout_finish = vmap_jit(p.rollout_finish)
+    update_keys = vmap_jit(p.update_keys)
+    split_roll = vmap_jit(lambda k: jax.random.split(k, c.unroll_length))
+    learn = vmap_jit(p.learn)
+    masked = vmap_jit(p.masked)
+    eval_key = vmap_jit(p.eval_key)
+    eval_start = vmap_jit(p.eval_start)
+    eval_step = vmap_jit(p.eval_step)
+    eval_finish = vmap_jit(p.eval_finish)
+    end_period = vmap_jit(p.end_period)
+    stack = lambda xs, axis: jax.tree_util.tree_map(lambda *x: jnp.stack(x, axis), *xs)
+    mean_over_updates = jax.jit(lambda ms: jax.tree_util.tree_map(
+        lambda x: jnp.mean(x, axis=1), ms))
+
+    def update(state):
+        key, k_roll, k_sgd = update_keys(state)
+        keys = split_roll(k_roll)                                   # [N, T, 2]
+        carry, outs = rollout_carry(state), []
+        for i in range(c.unroll_length):
+            carry, out = rollout_step(state, carry, keys[:, i])
+            outs.append(out)
+        traj, ep = stack(outs, 1)                                   # [N, T, B, ...]
+        state, traj, stats = rollout_finish(state, carry, traj, ep)
+        return learn(state, key, k_sgd, traj, stats)
+
+    def host_chunk(state, n_evals: int, progress=None):
+        period_metrics = []
+        for _ in range(n_evals):
+            was_stopped = state.stopped
+            ms = []
+            for _ in range(fns.updates_per_eval):
+                new_state, m = update(state)
+                state = masked(state, new_state)
+                ms.append(m)
+                if progress:
+                    progress(f"update done: env steps {np.asarray(state.env_steps).tolist()}, "
+                             f"train success {np.round(np.asarray(m['train_success']), 2).tolist()}")
+            m = mean_over_updates(stack(ms, 1))
+            carry = eval_start(state, eval_key(state))
+            for _ in range(c.episode_length):
+                carry = eval_step(state, carry)
+            state, m = end_period(state, was_stopped, m, eval_finish(carry))
+            period_metrics.append(m)
+            if progress:
+                progress(f"eval success {np.round(np.asarray(m['eval_success']), 2).tolist()}")
+        return state, stack(period_metrics, 1)
+
+    def warmup(state) -> None:
+        """Compiles every piece by running each once on `state` (results dropped), so
+        a caller can time compilation apart from training."""
+        key, k_roll, k_sgd = update_keys(state)
+        carry, out = rollout_step(state, rollout_carry(state), split_roll(k_roll)[:, 0])
+        traj, ep = stack([out] * c.unroll_length, 1)
+        rolled, traj, stats = rollout_finish(state, carry, traj, ep)
+        new_state, m = learn(rolled, key, k_sgd, traj, stats)
+        masked(state, new_state)
+        m = mean_over_updates(stack([m] * fns.updates_per_eval, 1))
+        carry = eval_step(state, eval_start(state, eval_key(state)))
+        jax.block_until_ready(end_period(state, state.stopped, m, eval_finish(carry)))
+
+    host_chunk.warmup = warmup
+    return host_chunk
 
 
 def make_train(config, env: Env):

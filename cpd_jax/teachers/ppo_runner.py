@@ -226,14 +226,28 @@ def _config_key(ppo_config) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+ROLLOUT_LOOPS = ("scan", "host")
+
+
 @functools.lru_cache(maxsize=8)
-def _compiled(config_key: str, env: ppo.Env):
-    """(fns, init(keys[N], task_params[N]), chunk(state[N], k)) jitted and vmapped,
-    cached per process so repeated groups / resumed runs compile once."""
+def _compiled(config_key: str, env: ppo.Env, rollout_loop: str = "scan"):
+    """(fns, init(keys[N], task_params[N]), chunk(state[N], k, progress=None)) jitted
+    and vmapped,
+    cached per process so repeated groups / resumed runs compile once. rollout_loop:
+    "scan" = the chunk is one XLA program; "host" = `ppo.make_host_chunk` (the same
+    computation looped in Python over a jitted env step)."""
+    if rollout_loop not in ROLLOUT_LOOPS:
+        raise ValueError(f"teachers.rollout_loop must be one of {ROLLOUT_LOOPS}, "
+                         f"got {rollout_loop!r}")
     config = ml_collections.ConfigDict(json.loads(config_key))
     config.total_env_steps = config.eval_every_steps  # unused by init / train_chunk
     fns = ppo.make_ppo(config, env)
-    chunk = jax.jit(jax.vmap(fns.train_chunk, in_axes=(0, None)), static_argnums=1)
+    if rollout_loop == "host":
+        chunk = ppo.make_host_chunk(fns, config)
+    else:
+        scanned = jax.jit(jax.vmap(fns.train_chunk, in_axes=(0, None)), static_argnums=1)
+        chunk = lambda state, k, progress=None: scanned(state, k)  # one program: no
+        #                                                           progress inside
     return fns, jax.jit(jax.vmap(fns.init)), chunk
 
 
@@ -241,7 +255,8 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
                 task_params: Any, log=print) -> dict:
     """Trains one env group (vmapped over its tasks), checkpointing per chunk; exports
     the teachers. Returns {task: curve}."""
-    fns, init_fn, chunk_fn = _compiled(_config_key(config.ppo), env)
+    fns, init_fn, chunk_fn = _compiled(_config_key(config.ppo), env,
+                                       config.teachers.rollout_loop)
     num_evals = ppo.schedule(config.ppo)[2]
     n = len(tasks)
     keys = jnp.stack([task_key(config.seed, t) for t in tasks])
@@ -261,7 +276,8 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
     t_start = time.time()
     while evals_done < num_evals and not bool(jnp.all(state.stopped[:n])):
         k = min(config.teachers.evals_per_chunk, num_evals - evals_done)
-        state, m = chunk_fn(state, k)
+        state, m = chunk_fn(state, k, progress=lambda msg: log(
+            f"[{name}] ({time.time() - t_start:.0f}s) {msg}"))
         m = jax.tree_util.tree_map(np.asarray, m)
         evals_done += k
         for i, t in enumerate(tasks):
