@@ -8,6 +8,10 @@ periods after which a task early-stops once its deterministic success reaches
 `jax.sharding` (`shard_tasks`). A task that has stopped keeps computing under vmap
 but its state is frozen by a `jnp.where` over the whole TrainState pytree.
 
+`make_host_chunk` computes the same chunk with the loops over env steps, updates and
+eval periods in Python around small jitted pieces (`PPOFunctions.pieces`): for MJX on
+a CPU, where XLA needs far more memory to compile an env step nested in scans.
+
 `config` here is the `ppo` ConfigDict of `cpd_jax/configs/teachers_ppo.py`.
 
 Episode ends (the env's `done` or the time limit `episode_length`) are treated as
