@@ -4,7 +4,7 @@ small jitted pieces), measured in the same run, each in its own subprocess so it
 peak RSS is its own.
 
     PYTHONPATH=. python benchmarks/ppo_compile.py --task=door-open-v3 \
-        --num_envs=16 --unroll=10 --out=benchmarks/results/ppo_compile_door16.json
+        --config=teachers_mjx_cpu --out=benchmarks/results/ppo_compile_door_cpu_teacher.json
 
 Why it exists: at 256 envs the scanned chunk of door-open-v3 / drawer-open-v3 needs
 more than 24 GB to compile on the project's 2-core CPU (BUILD_NOTES, appendix D); the
@@ -27,9 +27,14 @@ MODES = ("scan", "host")
 def parse(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--task", default="door-open-v3")
-    p.add_argument("--num_envs", type=int, default=16)
-    p.add_argument("--unroll", type=int, default=10)
-    p.add_argument("--num_eval", type=int, default=4)
+    p.add_argument("--config", default="teachers_ppo",
+                   help="module in cpd_jax/configs whose `ppo` block is used "
+                        "(teachers_ppo: paper defaults; teachers_mjx_cpu: the CPU teachers)")
+    p.add_argument("--num_envs", type=int, default=None, help="default: the config's")
+    p.add_argument("--unroll", type=int, default=None, help="default: the config's")
+    p.add_argument("--num_eval", type=int, default=None, help="default: the config's")
+    p.add_argument("--small_update", action="store_true",
+                   help="2 epochs x 2 minibatches instead of the config's")
     p.add_argument("--max_gb", type=float, default=14.0, help="kill a mode above this RSS")
     p.add_argument("--modes", default="scan,host")
     p.add_argument("--out", default=None, help="write the results JSON here")
@@ -44,16 +49,20 @@ def _rss_gb(pid="self") -> float:
 
 def worker(args) -> dict:
     """Builds the env, then compiles `args.worker`'s program(s); returns the timings."""
+    import importlib
+
     import jax
 
-    from cpd_jax.configs import teachers_ppo
     from cpd_jax.teachers import mjx_adapter, ppo
 
-    c = teachers_ppo.get_config().ppo
-    c.num_envs, c.unroll_length, c.num_eval_envs = args.num_envs, args.unroll, args.num_eval
-    c.eval_every_steps = 2 * args.num_envs * args.unroll  # 2 updates per eval period
+    c = importlib.import_module(f"cpd_jax.configs.{args.config}").get_config().ppo
+    c.num_envs = args.num_envs or c.num_envs
+    c.unroll_length = args.unroll or c.unroll_length
+    c.num_eval_envs = args.num_eval or c.num_eval_envs
+    c.eval_every_steps = 2 * c.num_envs * c.unroll_length  # 2 updates per eval period
     c.total_env_steps = c.eval_every_steps
-    c.num_epochs, c.num_minibatches = 2, 2
+    if args.small_update:
+        c.num_epochs, c.num_minibatches = 2, 2
     env = mjx_adapter.make_mjx_env(args.task)
     pool = jax.tree_util.tree_map(lambda x: x[None],
                                   mjx_adapter.make_reset_pool(env, jax.random.PRNGKey(0)))
@@ -72,8 +81,10 @@ def worker(args) -> dict:
 def run_mode(args, mode: str) -> dict:
     """Runs one worker subprocess, sampling its RSS; kills it above `args.max_gb`."""
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", mode,
-           f"--task={args.task}", f"--num_envs={args.num_envs}", f"--unroll={args.unroll}",
-           f"--num_eval={args.num_eval}"]
+           f"--task={args.task}", f"--config={args.config}"]
+    cmd += [f"--{k}={v}" for k, v in (("num_envs", args.num_envs), ("unroll", args.unroll),
+                                      ("num_eval", args.num_eval)) if v]
+    cmd += ["--small_update"] if args.small_update else []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, killed = [0.0], [None]
 

@@ -203,17 +203,26 @@ def test_vmapped_tasks_equal_tasks_alone():
     assert not np.allclose(kernel[0], kernel[1])
 
 
-def test_stopped_task_is_frozen_while_others_train():
-    c = small_config()
-    # The runner's cached (init, chunk) pair with the runner test's task count and
-    # env: this XLA program is compiled once for both tests.
-    _, init_fn, chunk_fn = ppo_runner._compiled(ppo_runner._config_key(c), toy_envs.PointMass())
+def _two_tasks_first_stopped(c):
+    """(fns, scanned chunk fn, TrainState[2] with task 0 early-stopped). The runner's
+    cached (init, chunk) pair with the runner test's task count and env: this XLA
+    program is compiled once for all the tests that use it."""
+    fns, init_fn, chunk_fn = ppo_runner._compiled(ppo_runner._config_key(c), toy_envs.PointMass())
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     state0 = init_fn(keys, jnp.asarray(toy_envs.toy_task_params(TASKS3[1:])))
-    state0 = state0.replace(stopped=jnp.array([True, False]))
-    state1, m = chunk_fn(state0, 2)
-    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a[0], b[0])), state0, state1)
+    return fns, chunk_fn, state0.replace(stopped=jnp.array([True, False]))
+
+
+def _assert_task0_frozen(before, after):
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a[0], b[0])), before, after)
     assert all(jax.tree_util.tree_leaves(same)), same
+
+
+def test_stopped_task_is_frozen_while_others_train():
+    c = small_config()
+    _, chunk_fn, state0 = _two_tasks_first_stopped(c)
+    state1, m = chunk_fn(state0, 2)
+    _assert_task0_frozen(state0, state1)
     assert int(state1.env_steps[1]) == 2 * 2 * c.num_envs * c.unroll_length
     assert not np.array_equal(state0.params["policy"]["params"]["mean"]["Dense_0"]["kernel"][1],
                               state1.params["policy"]["params"]["mean"]["Dense_0"]["kernel"][1])
@@ -261,10 +270,7 @@ def test_host_loop_chunk_equals_scanned_chunk():
     the scanned chunk computed differently: same params, same metrics, and an
     early-stopped task stays frozen in both."""
     c = small_config()
-    fns, init_fn, chunk_fn = ppo_runner._compiled(ppo_runner._config_key(c), toy_envs.PointMass())
-    keys = jax.random.split(jax.random.PRNGKey(1), 2)
-    state0 = init_fn(keys, jnp.asarray(toy_envs.toy_task_params(TASKS3[1:])))
-    state0 = state0.replace(stopped=jnp.array([True, False]))
+    fns, chunk_fn, state0 = _two_tasks_first_stopped(c)
     scanned, m_scan = chunk_fn(state0, 2)
     host_chunk = ppo.make_host_chunk(fns, c)
     host_chunk.warmup(state0)  # compiles the pieces; the state is not consumed
@@ -274,6 +280,5 @@ def test_host_loop_chunk_equals_scanned_chunk():
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
         (scanned.replace(task_params=None), m_scan), (hosted.replace(task_params=None), m_host))
-    frozen = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a[0], b[0])), state0, hosted)
-    assert all(jax.tree_util.tree_leaves(frozen)), frozen
+    _assert_task0_frozen(state0, hosted)
     assert int(hosted.env_steps[1]) == 2 * 2 * c.num_envs * c.unroll_length
