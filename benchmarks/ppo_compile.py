@@ -6,9 +6,10 @@ peak RSS is its own.
     PYTHONPATH=. python benchmarks/ppo_compile.py --task=door-open-v3 \
         --config=teachers_mjx_cpu --out=benchmarks/results/ppo_compile_door_cpu_teacher.json
 
-Why it exists: at 256 envs the scanned chunk of door-open-v3 / drawer-open-v3 needs
-more than 24 GB to compile on the project's 2-core CPU (BUILD_NOTES, appendix D); the
-host loop compiles the env step as a plain program. A subprocess is killed when its
+Why it exists: the scanned chunk nests the MJX step in several while loops, which
+makes XLA's compile slow and memory-hungry on the project's 2-core CPU (door-open-v3
+runs of the teacher runner passed 11-24 GB; BUILD_NOTES, appendix D); the host loop
+compiles the env step as a plain program. A subprocess is killed when its
 RSS passes `--max_gb` (reported as `killed_at_gb`), so the benchmark cannot take the
 machine down. Prints one JSON line per mode and the ratios scan / host.
 """

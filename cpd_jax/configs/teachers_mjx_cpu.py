@@ -34,7 +34,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.teachers.tasks = MT25_TASKS[:5]  # stage 1 of mt25_5stage
     config.teachers.env_backend = "mjx"
     config.teachers.evals_per_chunk = 2  # checkpoint every 2 eval periods
-    # The scanned chunk of door-open-v3 / drawer-open-v3 needs > 24 GB to compile on
-    # this CPU; looping over a jitted env step on the host compiles in minutes.
+    # Looping over a jitted env step on the host compiles ~2x faster at ~1.5x less
+    # memory than the scanned chunk (door-open-v3: 5.4 vs 8.2 GB; the runner's scanned
+    # 2-period chunk passed 11 GB); see benchmarks/ppo_compile.py.
     config.teachers.rollout_loop = "host"
     return config

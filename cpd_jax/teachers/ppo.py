@@ -563,16 +563,15 @@ def make_ppo(config, env: Env) -> PPOFunctions:
 
 def make_host_chunk(fns: PPOFunctions, config):
     """`host_chunk(state[N], n_evals, progress=None) -> (state[N], metrics[N, n_evals])`:
-    the same
-    computation as `jax.jit(jax.vmap(fns.train_chunk))` (the same keys, the same
-    masking of early-stopped tasks), but the loops over env steps, updates and eval
-    periods run in Python around small jitted, task-vmapped pieces.
+    the same computation as `jax.jit(jax.vmap(fns.train_chunk))` (the same keys, the
+    same masking of early-stopped tasks), but the loops over env steps, updates and
+    eval periods run in Python around small jitted, task-vmapped pieces.
 
-    Why: XLA compiles the env step once per piece instead of inside nested while
-    loops. On this project's 2-core CPU the scanned chunk of a contact-rich MJX task
-    (door-open-v3, 256 envs) needs more than 24 GB and 8+ minutes to compile, while a
-    jitted step alone compiles in about a minute; a step of 256 MJX envs takes
-    ~0.1-1 s, so one dispatch per step costs nothing measurable. On a GPU/TPU the
+    Why: XLA then compiles the env step as a plain program instead of inside nested
+    while loops. On this project's 2-core CPU (door-open-v3, `benchmarks/ppo_compile.py`)
+    the scanned chunk compiles in ~300 s at 8.2 GB peak, and the runner's 2-period
+    chunk passed 11 GB; the host pieces compile in ~140 s at 5.4 GB. A step of 256 MJX
+    envs takes ~0.1-1 s, so one dispatch per step costs nothing measurable. On a GPU/TPU the
     scanned chunk (no host round trips) is the default (`teachers.rollout_loop`).
 
     progress: optional `progress(str)`, called after every update and evaluation (on

@@ -229,16 +229,22 @@ def _config_key(ppo_config) -> str:
 ROLLOUT_LOOPS = ("scan", "host")
 
 
+def _rollout_loop(config) -> str:
+    """config.teachers.rollout_loop, checked (before any env is built: an MJX env group
+    takes a minute to build)."""
+    loop = config.teachers.rollout_loop
+    if loop not in ROLLOUT_LOOPS:
+        raise ValueError(f"teachers.rollout_loop must be one of {ROLLOUT_LOOPS}, got {loop!r}")
+    return loop
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled(config_key: str, env: ppo.Env, rollout_loop: str = "scan"):
     """(fns, init(keys[N], task_params[N]), chunk(state[N], k, progress=None)) jitted
-    and vmapped,
-    cached per process so repeated groups / resumed runs compile once. rollout_loop:
-    "scan" = the chunk is one XLA program; "host" = `ppo.make_host_chunk` (the same
-    computation looped in Python over a jitted env step)."""
-    if rollout_loop not in ROLLOUT_LOOPS:
-        raise ValueError(f"teachers.rollout_loop must be one of {ROLLOUT_LOOPS}, "
-                         f"got {rollout_loop!r}")
+    and vmapped, cached per process so repeated groups / resumed runs compile once.
+    rollout_loop: "scan" = the chunk is one XLA program; "host" =
+    `ppo.make_host_chunk` (the same computation looped in Python over a jitted env
+    step)."""
     config = ml_collections.ConfigDict(json.loads(config_key))
     config.total_env_steps = config.eval_every_steps  # unused by init / train_chunk
     fns = ppo.make_ppo(config, env)
@@ -255,8 +261,7 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
                 task_params: Any, log=print) -> dict:
     """Trains one env group (vmapped over its tasks), checkpointing per chunk; exports
     the teachers. Returns {task: curve}."""
-    fns, init_fn, chunk_fn = _compiled(_config_key(config.ppo), env,
-                                       config.teachers.rollout_loop)
+    fns, init_fn, chunk_fn = _compiled(_config_key(config.ppo), env, _rollout_loop(config))
     num_evals = ppo.schedule(config.ppo)[2]
     n = len(tasks)
     keys = jnp.stack([task_key(config.seed, t) for t in tasks])
@@ -302,6 +307,7 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
 
 def train_teachers(config, workdir: str, log=print) -> str:
     """Trains every env group of `config.teachers.tasks`; returns the success table."""
+    _rollout_loop(config)  # a bad value fails before the envs are built
     for name, env, tasks, task_params in env_groups(config):
         train_group(config, workdir, name, env, tasks, task_params, log=log)
     return write_success_table(os.path.join(workdir, TEACHERS_DIR))
