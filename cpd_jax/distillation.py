@@ -131,6 +131,49 @@ def sample_batch(key: jax.Array, source: WindowSource, batch_size: int):
     return jax.vmap(lambda e, t: window(source, e, t))(episode, end.astype(jnp.int32))
 
 
+def all_windows(source: WindowSource):
+    """(episode int32[M], end int32[M]): one window per valid step of every episode."""
+    lengths = np.asarray(source.lengths)
+    episode = np.repeat(np.arange(len(lengths)), lengths)
+    end = np.concatenate([np.arange(n) for n in lengths])
+    return episode.astype(np.int32), end.astype(np.int32)
+
+
+def evaluate_windows(model, params, source: WindowSource, context_kind: str, embed_fn=None,
+                     obs_norm=None, chunk: int = 2048) -> dict:
+    """The student on every window of `source` (e.g. teacher episodes on held-out goals).
+
+    Returns {"task_ids": int[T] (sorted), "mse": float64[T] (mean squared error over the
+    task's valid steps and action dims), "expert_index": int32[num_blocks, M*L, k],
+    "token_task": int32[M*L], "token_valid": bool[M*L]} with M windows of L steps.
+    """
+
+    @jax.jit
+    def run(params, episode, end):
+        history, targets = jax.vmap(lambda e, t: window(source, e, t))(episode, end)
+        inputs = student_inputs(context_kind, history, embed_fn, obs_norm)
+        predicted, aux = model.apply({"params": params}, inputs, history.valid)
+        sq = jnp.sum(jnp.square(predicted - targets), -1) * history.valid  # [B, L]
+        return jnp.sum(sq, -1), jnp.sum(history.valid, -1), aux["expert_index"], history.valid
+
+    episode, end = all_windows(source)
+    pad = (-len(episode)) % chunk  # one compiled shape; padded windows are dropped
+    episode_p, end_p = np.pad(episode, (0, pad)), np.pad(end, (0, pad))
+    parts = [jax.device_get(run(params, episode_p[i:i + chunk], end_p[i:i + chunk]))
+             for i in range(0, len(episode_p), chunk)]
+    sq, count, index, valid = (np.concatenate(x, axis=1 if k == 2 else 0)
+                               for k, x in enumerate(zip(*parts)))
+    m, length = len(episode), source.seq_len
+    sq, count, valid = sq[:m], count[:m], valid[:m].reshape(-1)
+    index = index[:, :m * length]
+    task = np.asarray(source.task_id)[episode]
+    task_ids = np.unique(task)
+    mse = np.array([sq[task == t].sum() / (count[task == t].sum() * source.actions.shape[-1])
+                    for t in task_ids])
+    return {"task_ids": task_ids, "mse": mse, "expert_index": index,
+            "token_task": np.repeat(task, length), "token_valid": valid}
+
+
 @flax.struct.dataclass
 class DistillState:
     params: chex.ArrayTree
@@ -153,7 +196,7 @@ def masked_mse(predicted, targets, valid):
 def distillation_loss(params, model, history: History, targets, aux_coef, context_kind,
                       embed_fn=None, obs_norm=None, penalty_fn=None):
     """MSE over valid steps between student and teacher action means + aux_coef * L_aux
-    (+ penalty_fn(params, inputs, valid) for the EWC / KL baselines).
+    (+ penalty_fn(params, inputs, valid, task_id=, aux=): `continual.penalties`).
 
     Returns (loss, metrics dict)."""
     inputs = student_inputs(context_kind, history, embed_fn, obs_norm)
@@ -162,7 +205,8 @@ def distillation_loss(params, model, history: History, targets, aux_coef, contex
     loss = mse + aux_coef * aux["aux_loss"]
     metrics = {"mse": mse, "aux_loss": aux["aux_loss"], "aux_coef": aux_coef}
     if penalty_fn is not None:
-        metrics["penalty"] = penalty_fn(params, inputs, history.valid)
+        metrics["penalty"] = penalty_fn(params, inputs, history.valid,
+                                        task_id=history.task_id, aux=aux)
         loss = loss + metrics["penalty"]
     metrics["loss"] = loss
     return loss, metrics
@@ -218,16 +262,27 @@ def num_train_steps(distill_config, source: WindowSource) -> int:
     return int(np.ceil(distill_config.epochs * source.num_windows / distill_config.batch_size))
 
 
-def make_optimizer(distill_config, num_steps: int) -> optax.GradientTransformation:
-    """AdamW with the configured learning-rate schedule (frozen-leaf masks wrap this)."""
+def learning_rate(distill_config, num_steps: int, step_offset: int = 0):
+    """The configured learning rate over `num_steps` steps (a float or an optax schedule
+    of the optimizer's step count): "constant", or "cosine" (decay to 10% at num_steps).
+
+    step_offset: steps already taken under the same schedule by an earlier optimizer
+    (the phases of a stage share one schedule; each phase's optimizer counts from 0).
+    """
     cfg = distill_config
     if cfg.lr_schedule == "constant":
-        lr = cfg.learning_rate
-    elif cfg.lr_schedule == "cosine":
-        lr = optax.cosine_decay_schedule(cfg.learning_rate, max(num_steps, 1), alpha=0.1)
-    else:
-        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose constant or cosine")
-    return optax.adamw(lr, weight_decay=cfg.weight_decay)
+        return cfg.learning_rate
+    if cfg.lr_schedule == "cosine":
+        cosine = optax.cosine_decay_schedule(cfg.learning_rate, max(num_steps, 1), alpha=0.1)
+        return cosine if step_offset == 0 else lambda count: cosine(count + step_offset)
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; choose constant or cosine")
+
+
+def make_optimizer(distill_config, num_steps: int, step_offset: int = 0
+                   ) -> optax.GradientTransformation:
+    """AdamW with the configured learning-rate schedule (`learning_rate`)."""
+    return optax.adamw(learning_rate(distill_config, num_steps, step_offset),
+                       weight_decay=distill_config.weight_decay)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -11,8 +11,9 @@ import pathlib
 import ml_collections
 from absl import logging
 
-from cpd_jax import checkpointing, pipeline
+from cpd_jax import checkpointing
 from cpd_jax.envs import validate_tasks
+from cpd_jax.evaluation import protocol, report
 from cpd_jax.student.inputs import obs_norm_from_tree
 
 
@@ -35,18 +36,22 @@ def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
         seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
         tasks = [t for s in seen[:meta["stages_done"]] for t in s]
     tasks = validate_tasks(tasks)
-    # The command's config decides how to evaluate (episodes, variations, backend).
+    # The command's config decides how to evaluate (protocol, episodes, backend); the
+    # saved one which goals the student was trained on.
     saved_config.eval = config.eval
     saved_config.env = config.env
+    protocol.check_goal_split(saved_config, tasks)
     per_task = stages.evaluate_seen(saved_config, params, obs_norm, tasks, encoder)
     out = {"checkpoint": str(checkpoint_dir), "stages_done": meta["stages_done"],
-           "num_experts": meta["num_experts"], "per_task": per_task}
+           "num_experts": meta["num_experts"], "per_task": per_task,
+           "evaluation": protocol.describe(saved_config)}
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "eval_results.json").write_text(json.dumps(out, indent=2))
     lines = ["| task | success | return |", "| --- | --- | --- |"]
     lines += [f"| {t} | {r['success_rate']:.2f} | {r['mean_return']:.1f} |"
               for t, r in per_task.items()]
+    lines += ["", report.evaluation_note(out["evaluation"])]
     (workdir / "eval_results.md").write_text("\n".join(lines) + "\n")
     logging.info("evaluated %s on %d tasks -> %s", checkpoint_dir, len(tasks), workdir)
     return out

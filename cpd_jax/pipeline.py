@@ -20,22 +20,11 @@ from absl import logging
 from cpd_jax import distillation
 from cpd_jax.data import rollouts
 from cpd_jax.envs import make_env, validate_tasks
-from cpd_jax.envs.variations import NUM_VARIATIONS
-from cpd_jax.evaluation import closed_loop
+from cpd_jax.envs import variations as variations_lib
+from cpd_jax.evaluation import closed_loop, protocol, report
 from cpd_jax.student import Student, StudentSpec
 from cpd_jax.student.inputs import context_dim, fit_obs_norm
 from cpd_jax.teachers import make_teacher
-
-
-def train_variations(data_config, num_episodes: int) -> list[int]:
-    """Variation of each collected episode: cycles through the training variations."""
-    return [(data_config.first_train_variation + i % data_config.num_train_variations)
-            % NUM_VARIATIONS for i in range(num_episodes)]
-
-
-def eval_variations(config) -> list[int]:
-    return [(config.eval.first_variation + i) % NUM_VARIATIONS
-            for i in range(config.eval.episodes_per_task)]
 
 
 def data_dir(config, workdir) -> pathlib.Path:
@@ -43,21 +32,42 @@ def data_dir(config, workdir) -> pathlib.Path:
     return pathlib.Path(config.data.dir) if config.data.dir else pathlib.Path(workdir) / "data"
 
 
-def collect_or_load(config, task: str, directory: pathlib.Path) -> rollouts.Trajectories:
-    """Teacher rollouts of `task`: loaded if the workdir has them, else collected+saved."""
+def heldout_data_dir(config, workdir) -> pathlib.Path:
+    """Teacher rollouts on held-out goals (the student's held-out MSE), beside the data."""
+    return data_dir(config, workdir) / "heldout_goals"
+
+
+def heldout_variations(config) -> list[int]:
+    """Goals of the held-out teacher episodes: the first `eval.mse_episodes_per_task` of
+    the held-out goals from `eval.first_variation` (never training goals)."""
+    first = max(config.eval.first_variation, variations_lib.FIRST_HELDOUT)
+    return list(range(first, first + config.eval.mse_episodes_per_task))
+
+
+def collect_or_load(config, task: str, directory: pathlib.Path,
+                    variations: list[int] | None = None) -> rollouts.Trajectories:
+    """Teacher rollouts of `task` on `variations` (default: the config's training goals,
+    `data.episodes_per_task` episodes): loaded if `directory` has them, else collected
+    and saved. Rollouts on disk from other goals are refused, not silently reused."""
+    if variations is None:
+        variations = protocol.train_variations(config.data, config.data.episodes_per_task)
     if rollouts.exists(directory, task):
         traj = rollouts.load(directory, task)
-        if traj.num_episodes >= config.data.episodes_per_task:
+        if traj.num_episodes >= len(variations):
+            traj = traj.select(slice(0, len(variations)))
+            protocol.check_data_goals(task, traj.variations, variations)
             logging.info("loaded %d %s episodes from %s", traj.num_episodes, task, directory)
-            return traj.select(slice(0, config.data.episodes_per_task))
+            return traj
     teacher = make_teacher(config.teacher, task)
-    variations = train_variations(config.data, config.data.episodes_per_task)
     chunks, start = [], time.time()
     for i in range(0, len(variations), config.data.collect_batch):
         chunk = variations[i:i + config.data.collect_batch]
         env = make_env(config.env.backend, [task] * len(chunk))
-        chunks.append(rollouts.collect(env, teacher, chunk, seed=config.seed + i,
-                                       noise_std=config.data.collect_noise_std))
+        try:
+            chunks.append(rollouts.collect(env, teacher, chunk, seed=config.seed + i,
+                                           noise_std=config.data.collect_noise_std))
+        finally:
+            env.close()
     traj = rollouts.concatenate(chunks)
     rollouts.save(directory, traj, {"backend": config.env.backend,
                                    "teacher": config.teacher.kind,
@@ -88,8 +98,20 @@ def data_mesh(config):
     return parallel.make_mesh()
 
 
+def evaluate_student(config, model, params, obs_norm, tasks, embed_fn=None) -> dict:
+    """Closed-loop success of the student on `tasks` under `config.eval` (the protocol's
+    goals); {task: {"success_rate", "mean_return", "episodes"}}."""
+    policy = closed_loop.student_policy(model, params, config.student.task_context,
+                                        embed_fn=embed_fn, obs_norm=obs_norm)
+    return closed_loop.evaluate_tasks(
+        lambda ts: make_env(config.env.backend, ts), policy, tasks,
+        protocol.eval_variations(config), config.student.seq_len,
+        stop_at_success=config.eval.stop_at_success, max_envs=config.eval.max_envs)
+
+
 def write_results(workdir: pathlib.Path, results: dict) -> None:
-    """results.json and results.md (one row per task, then the mean)."""
+    """results.json and results.md (one row per task, then the mean; the learning curve
+    as a second table and learning_curve.png when it has several points)."""
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     lines = ["| task | teacher success (data) | student success | student return |",
              "| --- | --- | --- | --- |"]
@@ -98,27 +120,45 @@ def write_results(workdir: pathlib.Path, results: dict) -> None:
                      f"| {r['mean_return']:.1f} |")
     lines.append(f"| **mean** | {results['teacher_mean_success']:.3f} | "
                  f"**{results['mean_success']:.3f}** | |")
-    lines.append("")
-    lines.append(f"{results['episodes_per_task']} held-out episodes per task (variations "
-                 f"{results['eval_variations']}); wall time {results['wall_time_s']:.0f} s.")
+    ev = results["evaluation"]
+    lines += ["", f"Evaluation: {ev['description']}; {ev['episodes_per_task']} episodes per "
+              f"task (variations {ev['variations'][0]}..{ev['variations'][-1]}), success = "
+              f"{ev['success']}; training goals {ev['training_goals']}. Wall time "
+              f"{results['wall_time_s']:.0f} s."]
+    curve = results["learning_curve"]
+    if len(curve) > 1:
+        lines += ["", "| gradient steps | mean success |", "| --- | --- |"]
+        lines += [f"| {p['step']} | {p['mean_success']:.3f} |" for p in curve]
+        report.plot_learning_curves(workdir / "learning_curve.png",
+                                    {"student": curve}, results["teacher_mean_success"])
     (workdir / "results.md").write_text("\n".join(lines) + "\n")
 
 
 def train_and_evaluate(config, workdir) -> dict:
-    """Joint distillation of `config.tasks` and closed-loop evaluation; returns results."""
+    """Joint distillation of `config.tasks` and closed-loop evaluation; returns results.
+
+    With `eval.curve_steps`, the student is also evaluated (same protocol) after each of
+    those gradient steps: `results["learning_curve"]` = held-out success vs steps.
+    """
     start = time.time()
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tasks = validate_tasks(config.tasks)
     if config.protocol != "joint":
         raise ValueError(f"unknown protocol {config.protocol!r}")
+    if config.student.task_context == "contrastive":
+        raise ValueError("protocol 'joint' has no task encoder: for task_context="
+                         "'contrastive' run protocol 'stages' with one stage "
+                         f"(--config.continual.stage_sizes=({len(tasks)},))")
+    protocol.check_goal_split(config, tasks)  # before any data is collected
     key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
 
     trajs = [collect_or_load(config, t, data_dir(config, workdir)) for t in tasks]
     t_data = time.time() - start
 
     model, params = init_student(config, key_init)
-    source = distillation.make_window_source(trajs, config.student.seq_len)
+    source = distillation.make_window_source(trajs, config.student.seq_len,
+                                             config.distill.sampling)
     num_steps = distillation.num_train_steps(config.distill, source)
     tx = distillation.make_optimizer(config.distill, num_steps)
     obs_norm = fit_obs_norm(np.concatenate([t.obs.reshape(-1, t.obs.shape[-1]) for t in trajs]))
@@ -133,29 +173,33 @@ def train_and_evaluate(config, workdir) -> dict:
         state, source = parallel.replicate((state, source), mesh)
     logging.info("distilling %d tasks, %d windows, %d steps", len(tasks),
                  source.num_windows, num_steps)
-    t0 = time.time()
-    state, curve = distillation.distill(state, step_fn, source, num_steps,
-                                        config.distill.log_every)
-    t_train = time.time() - t0
-
-    t0 = time.time()
-    policy = closed_loop.student_policy(model, state.params, config.student.task_context,
-                                        obs_norm=obs_norm)
-    per_task = closed_loop.evaluate_tasks(
-        lambda ts: make_env(config.env.backend, ts), policy, tasks, eval_variations(config),
-        config.student.seq_len)
+    points = sorted({int(s) for s in config.eval.curve_steps if 0 < s < num_steps}) + [num_steps]
+    curve, learning_curve, t_train, t_eval, done = [], [], 0.0, 0.0, 0
+    for target in points:
+        t0 = time.time()
+        state, part = distillation.distill(state, step_fn, source, target - done,
+                                           config.distill.log_every)
+        curve += part
+        done = target
+        t1 = time.time()
+        per_task = evaluate_student(config, model, state.params, obs_norm, tasks)
+        t_train, t_eval = t_train + t1 - t0, t_eval + time.time() - t1
+        learning_curve.append({"step": target, "per_task": {
+            t: r["success_rate"] for t, r in per_task.items()}, "mean_success": float(
+            np.mean([r["success_rate"] for r in per_task.values()]))})
+        logging.info("step %d/%d: mean held-out success %.3f", target, num_steps,
+                     learning_curve[-1]["mean_success"])
     for traj in trajs:
         per_task[traj.task]["teacher_success"] = float(traj.episode_success().mean())
     results = {
         "tasks": list(tasks), "per_task": per_task,
-        "mean_success": float(np.mean([r["success_rate"] for r in per_task.values()])),
+        "mean_success": learning_curve[-1]["mean_success"],
         "teacher_mean_success": float(np.mean([r["teacher_success"]
                                                for r in per_task.values()])),
-        "episodes_per_task": config.eval.episodes_per_task,
-        "eval_variations": eval_variations(config),
-        "train_steps": num_steps, "curve": curve,
+        "evaluation": protocol.describe(config),
+        "train_steps": num_steps, "curve": curve, "learning_curve": learning_curve,
         "wall_time_s": time.time() - start,
-        "time_s": {"data": t_data, "train": t_train, "eval": time.time() - t0},
+        "time_s": {"data": t_data, "train": t_train, "eval": t_eval},
         "config": config.to_dict(),
     }
     write_results(workdir, results)

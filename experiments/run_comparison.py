@@ -7,18 +7,18 @@
 Each (method, seed) is its own `python -m cpd_jax.main` run in
 `<workdir>/<method>/seed<k>` (so each resumes from its own checkpoints if killed),
 sharing one teacher-data directory `<workdir>/data`. Then the per-run results are
-gathered into `<workdir>/table2.{md,json,png}`. Ablations are methods here too:
-no_te, no_shared_frozen, no_freeze_gating (= ours with one flag changed).
+gathered into `<workdir>/table2.{md,json,png}`. The ablations (no_te, no_shared_frozen,
+no_freeze_gating) and ours_isolated are rows too (`VARIANTS`).
 """
 
 import json
 import pathlib
-import subprocess
-import sys
 import time
 from concurrent import futures
 
 from absl import app, flags, logging
+
+import common
 
 _CONFIG = flags.DEFINE_string("config", "cpd_jax/configs/mt25_5stage_cpu.py", "config file")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/table2", "output directory")
@@ -30,29 +30,26 @@ _OVERRIDES = flags.DEFINE_multi_string("override", [], "extra --config.x=y for e
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False,
                                  "run nothing: rebuild the table from finished runs")
 
-ABLATIONS = {  # name -> (method, config overrides)
-    "no_te": ("ours", ["--config.student.task_context=none"]),
-    "no_shared_frozen": ("ours", ["--config.continual.freeze_backbone=False"]),
-    "no_freeze_gating": ("ours", ["--config.continual.freeze_gating=False"]),
+# Rows of the table beyond the methods: name -> (method, config file or None for
+# --config, config overrides). The paper's three ablations are "ours" with one flag
+# changed; ours_isolated is ours with the extensions of mt25_5stage_cpu_isolated.py.
+VARIANTS = {
+    "no_te": ("ours", None, ["--config.student.task_context=none"]),
+    "no_shared_frozen": ("ours", None, ["--config.continual.backbone=trainable"]),
+    "no_freeze_gating": ("ours", None, ["--config.continual.freeze_gating=False"]),
+    "ours_isolated": ("ours", "cpd_jax/configs/mt25_5stage_cpu_isolated.py", []),
 }
 
 
-def run_one(name: str, seed: int, root: pathlib.Path) -> pathlib.Path:
-    method, extra = ABLATIONS.get(name, (name, []))
-    workdir = root / name / f"seed{seed}"
-    cmd = [sys.executable, "-m", "cpd_jax.main", f"--config={_CONFIG.value}",
-           f"--workdir={workdir}", f"--config.method={method}", f"--config.seed={seed}",
-           f"--config.data.dir={root / 'data'}", *extra, *_OVERRIDES.value]
-    workdir.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    with open(workdir / "log.txt", "a") as log:
-        subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True)
-    logging.info("%s seed %d done in %.0fs", name, seed, time.time() - start)
-    return workdir / "results.json"
+def run_one(name: str, seed: int, root: pathlib.Path) -> dict:
+    method, config, extra = VARIANTS.get(name, (name, None, []))
+    return common.run_main(config or _CONFIG.value, root / name / f"seed{seed}", [
+        f"--config.method={method}", f"--config.seed={seed}",
+        f"--config.data.dir={root / 'data'}", *extra, *_OVERRIDES.value])
 
 
 def finished_results(root: pathlib.Path) -> dict:
-    """{method: [per-seed summaries]} of every run whose results.json covers all stages."""
+    """{method: [results.json of each seed]} of every run that finished all stages."""
     results = {}
     for name in _METHODS.value:
         for seed in _SEEDS.value:
@@ -61,17 +58,21 @@ def finished_results(root: pathlib.Path) -> dict:
                 continue
             run = json.loads(path.read_text())
             if len(run["summary"]) == len(run["R"]):  # every stage finished
-                results.setdefault(name, []).append(run["summary"])
+                results.setdefault(name, []).append(run)
     return results
+
+
+def write_table(root: pathlib.Path):
+    from cpd_jax.evaluation import paper, report
+
+    return report.write_table2(root, finished_results(root), paper.TABLE2_FINAL)
 
 
 def main(argv):
     del argv
-    from cpd_jax.evaluation import report
-
     root = pathlib.Path(_WORKDIR.value)
     if _REPORT_ONLY.value:
-        logging.info("table written: %s", report.write_table2(root, finished_results(root)))
+        logging.info("table written: %s", write_table(root))
         return
     jobs = [(m, int(s)) for s in _SEEDS.value for m in _METHODS.value]  # seed-major
     start = time.time()
@@ -80,8 +81,7 @@ def main(argv):
     with futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
         for f in futures.as_completed([pool.submit(run_one, m, s, root) for m, s in jobs[1:]]):
             f.result()  # re-raises a failed run's error
-    files = report.write_table2(root, finished_results(root))
-    logging.info("table written: %s (%.0f s in all)", files, time.time() - start)
+    logging.info("table written: %s (%.0f s in all)", write_table(root), time.time() - start)
 
 
 if __name__ == "__main__":

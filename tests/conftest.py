@@ -4,3 +4,24 @@ import os
 
 # Tests run on the CPU; keep XLA from grabbing every core's worth of threads per process.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _fake_trajectories(task, n=3, t=9, seed=0):
+    """Random-but-fixed teacher rollouts of `task`: n episodes of t steps."""
+    from cpd_jax.data.rollouts import Trajectories
+
+    rng = np.random.default_rng(seed)
+    return Trajectories(task=task, obs=rng.normal(size=(n, t, 39)).astype(np.float32),
+                        actions=rng.uniform(-1, 1, (n, t, 4)).astype(np.float32),
+                        rewards=rng.normal(size=(n, t)).astype(np.float32),
+                        success=np.zeros((n, t), bool), lengths=np.full(n, t, np.int32),
+                        variations=np.arange(n, dtype=np.int32))
+
+
+@pytest.fixture
+def fake_trajectories():
+    """`fake_trajectories(task, n=3, t=9, seed=0)` -> Trajectories of random data."""
+    return _fake_trajectories

@@ -21,7 +21,7 @@ LR, WD, STEPS = 1e-2, 0.1, 20
 
 @functools.lru_cache(maxsize=1)
 def _params():
-    x = jnp.ones((2, 4, 10))
+    x = jnp.ones((2, 4, 39 + 3))  # observation + a 3-wide task context
     return Student(SPEC).init(jax.random.key(0), x, jnp.ones((2, 4), bool))["params"]
 
 
@@ -66,27 +66,40 @@ def test_labels():
     assert labels[("ln_final", "bias")] == fz.BACKBONE
     assert labels[("action_head", "kernel")] == fz.BACKBONE
     assert labels[("block_0", "moe", "gate_4", "bias")] == fz.GATE
+    assert labels[("block_0", "moe", "gate_2", "kernel")] == fz.OLD_GATE
     assert labels[("block_0", "moe", "expert_2", "w_in")] == fz.OLD_EXPERT
     assert labels[("block_0", "moe", "expert_3", "b_out")] == fz.NEW_EXPERT
-    nested = {**params, "task_embedding": {"w": jnp.ones(3)}}
-    assert _flat(fz.label_params(nested, 3))[("task_embedding", "w")] == fz.TASK_EMBEDDING
+    assert labels[("task_context", "kernel")] == fz.TASK_CONTEXT
     stage1 = set(_flat(fz.label_params(params, 0)).values())
-    assert stage1 == {fz.BACKBONE, fz.GATE, fz.NEW_EXPERT}
+    assert stage1 == {fz.BACKBONE, fz.TASK_CONTEXT, fz.GATE, fz.NEW_EXPERT}
 
 
 def test_schedules():
-    B, G, O, N = fz.BACKBONE, fz.GATE, fz.OLD_EXPERT, fz.NEW_EXPERT
-    assert fz.trainable_labels(1, 1) == {B, G, O, N}
-    assert fz.trainable_labels(2, 1) == {G, N}
-    assert fz.trainable_labels(3, 2) == {O, N}
-    assert fz.trainable_labels(2, 1, freeze_backbone=False) == {B, G, N}
-    assert fz.trainable_labels(2, 2, freeze_backbone=False) == {B, O, N}
-    assert fz.trainable_labels(2, 1, freeze_gating=False) == {G, O, N}
+    B, C, O, N = fz.BACKBONE, fz.TASK_CONTEXT, fz.OLD_EXPERT, fz.NEW_EXPERT
+    G = {fz.GATE, fz.OLD_GATE}  # the whole router
+    assert fz.trainable_labels(1, 1) == {B, C, O, N} | G
+    # §4.5: backbone frozen for good; the task context trains in every phase
+    assert fz.trainable_labels(2, 1) == {C, N} | G
+    assert fz.trainable_labels(3, 2) == {C, O, N}
+    # Algorithm 1, line 19: shared layers and old experts train again in phase 2
+    assert fz.trainable_labels(2, 1, backbone="phase2") == {C, N} | G
+    assert fz.trainable_labels(2, 2, backbone="phase2") == {B, C, O, N}
+    # No Shared-Frozen ablation
+    assert fz.trainable_labels(2, 1, backbone="trainable") == {B, C, N} | G
+    assert fz.trainable_labels(2, 2, backbone="trainable") == {B, C, O, N}
+    assert fz.trainable_labels(2, 1, freeze_gating=False) == {C, O, N} | G
+    # old experts frozen for good, with their router columns
+    assert fz.trainable_labels(2, 1, old_experts="frozen") == {C, fz.GATE, N}
+    assert fz.trainable_labels(2, 2, old_experts="frozen") == {C, N}
     assert fz.phases(1) == (1,) and fz.phases(2) == (1, 2) and fz.phases(2, False) == (1,)
     with pytest.raises(ValueError):
         fz.trainable_labels(2, 2, freeze_gating=False)
     with pytest.raises(ValueError):
         fz.trainable_labels(1, 2)
+    with pytest.raises(ValueError, match="continual.backbone"):
+        fz.trainable_labels(2, 1, backbone="sometimes")
+    with pytest.raises(ValueError, match="two phases"):
+        fz.trainable_labels(2, 1, backbone="phase2", freeze_gating=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -103,24 +116,24 @@ def test_stage1_everything_trains():
     _check(_params(), trained, fz.label_params(_params(), 0), fz.trainable_labels(1, 1))
 
 
-@pytest.mark.parametrize("freeze_backbone,freeze_gating", [(True, True), (False, True),
-                                                           (True, False)])
-def test_frozen_leaves_bitwise_unchanged_through_stages(freeze_backbone, freeze_gating):
-    """Stage 1 (all train) -> expand -> every phase of stage 2, carrying the optimizer
-    state over by path; frozen leaves (including ones that had momentum in the previous
-    phase) are bitwise unchanged after 20 AdamW steps, trainable ones all move."""
+@pytest.mark.parametrize("backbone,freeze_gating,old_experts", [
+    ("frozen", True, "phase2"), ("trainable", True, "phase2"), ("phase2", True, "phase2"),
+    ("frozen", False, "phase2"), ("frozen", True, "frozen")])
+def test_frozen_leaves_bitwise_unchanged_through_stages(backbone, freeze_gating, old_experts):
+    """Stage 1 (all train) -> expand -> every phase of stage 2, each phase with its own
+    optimizer and fresh state, as the stage loop does: frozen leaves are bitwise
+    unchanged after 20 AdamW steps, trainable ones all move."""
     key = jax.random.key(42)
-    trained, state = _stage1()
+    trained, _ = _stage1()
     num_old = growth.num_experts(trained)
     params = growth.expand(trained, 2, jax.random.key(7), 0.01)
     labels = fz.label_params(params, num_old)
+    schedule = dict(backbone=backbone, freeze_gating=freeze_gating, old_experts=old_experts)
     for phase in fz.phases(2, freeze_gating):
-        opt = fz.make_optimizer(params, num_old, 2, phase, LR, WD,
-                                freeze_backbone=freeze_backbone, freeze_gating=freeze_gating)
-        state = growth.rebuild_opt_state(opt, state, params)
-        trainable = fz.trainable_labels(2, phase, freeze_backbone, freeze_gating)
+        opt = fz.make_optimizer(params, num_old, 2, phase, LR, WD, **schedule)
+        trainable = fz.trainable_labels(2, phase, **schedule)
         before = params
-        params, state = _train(params, opt, state, jax.random.fold_in(key, phase))
+        params, _ = _train(params, opt, opt.init(params), jax.random.fold_in(key, phase))
         _check(before, params, labels, trainable)
 
 
@@ -136,6 +149,19 @@ def test_custom_apply_updates_returns_frozen_leaf_itself():
     _check(params, trained, fz.label_params(params, 0), fz.trainable_labels(2, 1))
 
 
+def test_frozen_rows_of_the_task_context_stay_bitwise_while_the_others_train():
+    params = _params()  # task_context kernel float[3, 16]
+    rows = np.array([False, True, False])  # only row 1 may train
+    opt = fz.make_optimizer(params, 0, 2, 1, LR, WD)
+    frozen = fz.frozen_mask(params, 0, fz.trainable_labels(2, 1), context_rows=rows)
+    np.testing.assert_array_equal(frozen["task_context"]["kernel"], ~rows[:, None])
+    trained, _ = _train(params, opt, opt.init(params), jax.random.key(0), steps=3,
+                        apply=functools.partial(fz.apply_updates, frozen=frozen))
+    before, after = (np.asarray(t["task_context"]["kernel"]) for t in (params, trained))
+    assert before[[0, 2]].tobytes() == after[[0, 2]].tobytes()
+    assert not np.array_equal(before[1], after[1])
+
+
 def test_negative_control_masking_grads_is_not_enough():
     """Why set_to_zero: zeroing a leaf's gradient under a shared AdamW still moves it
     (weight decay, and momentum from when it was trainable)."""
@@ -148,25 +174,6 @@ def test_negative_control_masking_grads_is_not_enough():
     assert any(float(jnp.max(jnp.abs(u))) > 0 for u in jax.tree.leaves(updates))
 
 
-def test_opt_state_transfer_by_group_at_expansion():
-    """Stage 1 -> stage 2: groups whose params are all new restart Adam (count 0), the
-    gate group keeps its count and the moments of surviving columns."""
-    trained, state = _stage1()
-    new = growth.expand(trained, 2, jax.random.key(7), 0.01)
-    opt = fz.make_optimizer(new, 3, 2, 1, LR, WD)
-    moved = growth.transfer_opt_state(state, opt.init(new))
-    inner = {k: v.inner_state for k, v in moved.inner_states.items()}
-    old_inner = {k: v.inner_state for k, v in state.inner_states.items()}
-    assert int(inner[fz.GATE][0].count) == STEPS
-    assert int(inner[fz.NEW_EXPERT][0].count) == 0
-    mu = inner[fz.GATE][0].mu["block_0"]["moe"]
-    np.testing.assert_array_equal(mu["gate_1"]["kernel"],
-                                  old_inner[fz.GATE][0].mu["block_0"]["moe"]["gate_1"]["kernel"])
-    np.testing.assert_array_equal(mu["gate_4"]["kernel"], 0.0)
-    new_mu = inner[fz.NEW_EXPERT][0].mu["block_0"]["moe"]["expert_3"]["w_in"]
-    np.testing.assert_array_equal(new_mu, 0.0)
-
-
 def test_real_loss_step_on_expanded_student():
     """End to end: expand, rebuild the student, stage-2 phase-1 optimizer, jitted MSE
     steps with real gradients: the backbone and old experts stay bitwise unchanged."""
@@ -175,7 +182,7 @@ def test_real_loss_step_on_expanded_student():
     params = growth.expand(_params(), 2, jax.random.key(3), 0.01)
     spec = dataclasses.replace(SPEC, num_experts=growth.num_experts(params))
     model = Student(spec)
-    x = jax.random.normal(jax.random.key(4), (8, 4, 10))
+    x = jax.random.normal(jax.random.key(4), (8, 4, 39 + 3))
     valid = jnp.ones((8, 4), bool)
     target = jnp.tanh(jax.random.normal(jax.random.key(5), (8, 4, 4)))
     opt = fz.make_optimizer(params, 3, 2, 1, LR, WD)

@@ -6,7 +6,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from cpd_jax.student import growth
@@ -175,24 +174,3 @@ def test_relative_bias():
     for i in range(8):
         expected = float(moe[f"gate_{int(src[0, i])}"]["bias"]) + BIAS
         assert float(new_moe[f"gate_{4 + i}"]["bias"]) == pytest.approx(expected)
-
-
-def test_transfer_opt_state_keeps_moments_of_survivors():
-    params = _init(SPEC)
-    opt = optax.adamw(1e-3, weight_decay=1e-2)
-    state = opt.init(params)
-    grads = jax.tree.map(jnp.ones_like, params)
-    _, state = opt.update(grads, state, params)
-    new = growth.expand(params, 2, jax.random.key(0), 0.01)
-    fresh = opt.init(new)
-    moved = growth.transfer_opt_state(state, fresh)
-    assert jax.tree.structure(moved) == jax.tree.structure(fresh)
-    mu_old, mu_new = state[0].mu, moved[0].mu
-    np.testing.assert_array_equal(mu_new["block_0"]["moe"]["expert_1"]["w_in"],
-                                  mu_old["block_0"]["moe"]["expert_1"]["w_in"])
-    np.testing.assert_array_equal(mu_new["embed"]["kernel"], mu_old["embed"]["kernel"])
-    np.testing.assert_array_equal(mu_new["block_0"]["moe"]["expert_5"]["w_in"], 0.0)
-    np.testing.assert_array_equal(mu_new["block_1"]["moe"]["gate_4"]["kernel"], 0.0)
-    assert int(moved[0].count) == 1
-    # and the optimizer runs on the transferred state
-    opt.update(jax.tree.map(jnp.ones_like, new), moved, new)

@@ -114,12 +114,24 @@ def test_write_accuracy_matrix(tmp_path):
     assert paths["png"].read_bytes()[:4] == PNG_MAGIC
 
 
+def _run(R_, seed, method="ours"):
+    """A results.json-like dict of one (method, seed) run of R_."""
+    summary = metrics.summarize(R_, SOT)
+    teacher = np.ones(R_.shape[1])
+    for k, row in enumerate(summary):
+        row["teacher_recovery"] = metrics.teacher_recovery(R_[k, SOT <= k], teacher[SOT <= k])
+    stages = [{"stage": k, "routing": {"new_tasks_to_new_experts": 0.5 + 0.1 * seed,
+                                       "old_tasks_to_later_experts": 0.1}}
+              for k in range(R_.shape[0])]
+    return {"method": method, "seed": seed, "summary": summary, "stages": stages,
+            "wall_time_s": 10.0 + seed, "evaluation": None}
+
+
 def test_write_table2_numbers_equal_metrics(tmp_path):
     r_seed1 = R.copy()
     r_seed1[2] = [0.4, 0.4, 0.9, 0.6]
-    results = {"ours": [metrics.summarize(R, SOT), metrics.summarize(r_seed1, SOT)],
-               "finetune": [metrics.summarize(R, SOT)]}
-    paths = report.write_table2(tmp_path, results)
+    runs = {"ours": [_run(R, 0), _run(r_seed1, 1)], "finetune": [_run(R, 0, "finetune")]}
+    paths = report.write_table2(tmp_path, runs, paper_final={"ours": (69.4, 2.3)})
     assert all(p.exists() for p in paths.values())
     assert paths["png"].read_bytes()[:4] == PNG_MAGIC
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
@@ -130,7 +142,13 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
                 f"{100 * bwts.mean():.1f} ± {100 * bwts.std(ddof=1):.1f}")
     assert rows["ours"][0] == "2" and rows["ours"][3] == expected
     assert rows["ours"][1] == "70.0 ± 0.0 / —"  # stage 1: both seeds equal, no BWT
+    assert rows["ours"][-1] == "69.4 / +2.3" and rows["finetune"][-1] == "—"
     assert rows["finetune"][3] == "62.5 ± 0.0 / -26.7 ± 0.0"
-    agg = json.loads(paths["json"].read_text())["per_method"]
-    assert agg["ours"][2]["Acc_mean"] == pytest.approx(accs.mean())
-    assert agg["ours"][0]["BWT_mean"] is None
+    table = json.loads(paths["json"].read_text())
+    ours = table["methods"][0]
+    assert ours["method"] == "ours" and ours["seeds"] == [0, 1]
+    np.testing.assert_allclose(ours["final_acc"], 100 * accs)
+    np.testing.assert_allclose(ours["final_bwt"], 100 * bwts)
+    assert ours["per_stage"][2]["Acc_mean"] == pytest.approx(accs.mean())
+    assert ours["per_stage"][0]["BWT_mean"] is None
+    assert ours["per_stage"][1]["new_tasks_to_new_experts_mean"] == pytest.approx(0.55)

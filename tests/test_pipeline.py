@@ -21,4 +21,6 @@ def test_tiny_joint_run_writes_results_and_reuses_data(tmp_path):
     assert saved["per_task"]["reach-v3"]["teacher_success"] == 1.0
     assert "| reach-v3 |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "data" / "reach-v3.npz").exists()
-    assert saved["eval_variations"] == [30, 31]  # held out: data used variations 0, 1
+    assert saved["evaluation"]["protocol"] == "heldout"
+    assert saved["evaluation"]["variations"] == [50, 51]  # held-out goals; data used 0, 1
+    assert "Evaluation: held-out goals" in (tmp_path / "results.md").read_text()

@@ -13,17 +13,17 @@ def test_aux_loss_matches_hand_computed_value():
     # 4 tokens, 2 experts. probs rows: softmax of these logits.
     logits = jnp.log(jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]]))
     r = routing.route_top_k(logits, k=1)
-    # importance = column sums = [2.6, 1.4]; mean 2, var 0.36 -> cv^2 = 0.09
-    # load (top-1 counts) = [3, 1]; mean 2, var 1 -> cv^2 = 0.25
-    np.testing.assert_allclose(routing.load_balancing_loss(r), 0.5 * (0.09 + 0.25), rtol=1e-5)
+    # importance = column sums = [2.6, 1.4]; mean 2: sum_e ((x_e - 2) / 2)^2 = 2 * 0.09
+    # load (top-1 counts) = [3, 1]; mean 2: sum_e ((x_e - 2) / 2)^2 = 2 * 0.25
+    np.testing.assert_allclose(routing.load_balancing_loss(r), 0.5 * (0.18 + 0.5), rtol=1e-5)
 
 
 def test_aux_loss_ignores_masked_tokens():
     logits = jnp.log(jnp.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]]))
     r = routing.route_top_k(logits, k=1)
     masked = routing.load_balancing_loss(r, jnp.array([1, 0, 1, 0]))
-    # importance [1.2, 0.8] -> cv^2 0.04; load [1, 1] -> 0
-    np.testing.assert_allclose(masked, 0.5 * 0.04, rtol=1e-5)
+    # importance [1.2, 0.8] -> 2 * cv^2 = 0.08; load [1, 1] -> 0
+    np.testing.assert_allclose(masked, 0.5 * 0.08, rtol=1e-5)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])

@@ -51,6 +51,30 @@ def test_killed_after_stage_2_and_restarted_matches_uninterrupted(tmp_path, shar
     resumed = stages.run_continual(c, tmp_path / "resumed")
     np.testing.assert_array_equal(np.asarray(full["R"], float), np.asarray(resumed["R"], float))
     assert full["num_experts"] == resumed["num_experts"] == 2 + 2 * 1  # grew at stages 2, 3
+    # the stage logs survive the restart (they live in the checkpoint's metadata)
+    for a, b in zip(full["stages"], resumed["stages"]):
+        np.testing.assert_equal(a["phase_mse"], b["phase_mse"])  # NaN == NaN here
+        np.testing.assert_equal(a["routing"], b["routing"])
+
+
+def test_results_log_every_stage_and_name_the_evaluation_protocol(tmp_path, shared_data):
+    c = tiny_config()
+    c.data.dir = str(shared_data)
+    out = stages.run_continual(c, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["evaluation"]["protocol"] == "heldout"
+    assert saved["evaluation"]["variations"] == [50, 51]
+    assert "Evaluation protocol `heldout`" in (tmp_path / "accuracy_matrix.md").read_text()
+    assert [len(s["phase_mse"]) for s in saved["stages"]] == [1, 2, 2]  # phases per stage
+    seen = [["reach-v3"], ["reach-v3", "drawer-close-v3"], list(TASKS)]
+    for log, tasks in zip(saved["stages"], seen):
+        assert sorted(log["phase_mse"][-1]["mse"]) == sorted(tasks)  # held-out MSE per task
+    assert saved["stages"][0]["routing"]["old_tasks_to_later_experts"] is None or np.isnan(
+        saved["stages"][0]["routing"]["old_tasks_to_later_experts"])
+    assert 0.0 <= saved["stages"][2]["routing"]["new_tasks_to_new_experts"] <= 1.0
+    assert [s["num_experts"] for s in saved["stages"]] == [2, 3, 4]
+    assert saved["summary"][2]["teacher_recovery"] == pytest.approx(
+        np.nansum(out["R"][2]) / np.sum(out["teacher_success"]))
 
 
 @pytest.mark.parametrize("method", ["ewc", pytest.param("kl", marks=pytest.mark.slow)])

@@ -24,8 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.episodes_per_task = 131  # ~65,536 steps per task (paper §5)
-    c.data.first_train_variation = 0  # episodes use variations first.. (mod 50)
-    c.data.num_train_variations = 40  # variations 0..39 for data; 40..49 held out
+    # Training goals (cpd_jax/envs/variations.py): episodes cycle through variations
+    # first..first+num-1 of the 50 MT50(seed=0) goals; 50..99 are held-out goals.
+    c.data.first_train_variation = 0
+    c.data.num_train_variations = 50
     c.data.collect_noise_std = 0.1  # executed-action noise (labels stay clean), DART-style
     c.data.collect_batch = 64  # envs stepped together while collecting
     c.data.dir = ""  # rollouts directory; "" = <workdir>/data (share it across runs)
@@ -52,22 +54,40 @@ def get_config() -> ml_collections.ConfigDict:
     # Episode draw: "episode" (uniform over episodes = the paper's epochs over all data)
     # or "task" (each task in stage data + replay equally likely; distillation.py).
     c.distill.sampling = "episode"
-    c.distill.aux_coef_start = 0.01  # load-balancing lambda at step 0 (Table 6)
-    c.distill.aux_coef_decay = 5e-5  # lambda decrease per step (Table 6)
-    c.distill.aux_coef_min = 1e-4  # lambda floor (Table 6)
+    # Load-balancing lambda (Table 6): 0.01 at a stage's first step, minus 5e-5 per step
+    # of the stage (phases continue the count), floored at 1e-4. It restarts every
+    # stage, because every stage adds experts that the router has to start using.
+    c.distill.aux_coef_start = 0.01
+    c.distill.aux_coef_decay = 5e-5
+    c.distill.aux_coef_min = 1e-4
     c.distill.log_every = 200  # steps between progress lines
 
     c.continual = ml_collections.ConfigDict()
     c.continual.stage_sizes = (10,)  # tasks per stage, in stream order (protocol "stages")
-    c.continual.new_experts_per_stage = 2  # experts added per MoE layer at stages >= 2
+    c.continual.new_experts_per_stage = 1  # experts added per MoE layer at stages >= 2 (Fig. 1)
     c.continual.sigma_init = 0.01  # std of the noise on copied experts (§4.2)
     c.continual.gate_bias_init = -5.0  # cold-start router bias of new experts (§4.2)
-    c.continual.freeze_backbone = True  # False = "No Shared-Frozen" ablation
+    # Shared layers at stages >= 2 (continual/freezing.py): "frozen" (§4.5, for good),
+    # "phase2" (Algorithm 1 line 19: trained again in phase 2) or "trainable" (the
+    # "No Shared-Frozen" ablation). The task-context projection trains at every stage.
+    c.continual.backbone = "frozen"
+    # One-hot context: old tasks' rows of the task-context projection after their stage:
+    # "frozen" (each row is its task's embedding; trained on the replay they drift and
+    # old tasks forget) or "trainable" (§4.5 read literally). continual/stages.py.
+    c.continual.old_task_context = "frozen"
+    # Experts created at earlier stages: "phase2" (paper: trained in phase 2 of every
+    # later stage) or "frozen" (never trained again; an extension).
+    c.continual.old_experts = "phase2"
+    # Routing terms at stages >= 2 (extensions, 0 = the paper; continual/penalties.py):
+    # anchor: coef * KL(previous router || router) on old tasks' (replay) tokens keeps
+    # old tasks on the experts that served them; new: coef * -log(router mass on the new
+    # experts) on the stage's new tasks' tokens sends new tasks to the new experts.
+    c.continual.route_anchor_coef = 0.0
+    c.continual.route_new_coef = 0.0
     c.continual.freeze_gating = True  # False = "No Freeze-Gating" ablation (one phase)
     c.continual.phase1_fraction = 0.5  # share of a stage's steps in phase 1
     c.continual.replay_fraction = 0.1  # replay budget: <= 10% of a stage's trajectories
     c.continual.replay_selector = "dpp"  # "dpp", "farthest_first" or "random" (§4.4)
-    c.continual.replay_slice_len = 20  # DPP features: means of slices of this many steps
     c.continual.ewc_coef = 100.0  # EWC baseline penalty strength
     c.continual.fisher_batches = 8  # minibatches for the EWC diagonal Fisher
     c.continual.kl_coef = 1.0  # KL baseline penalty strength
@@ -79,6 +99,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.task_encoder.learning_rate = 1e-3  # AdamW
     c.task_encoder.weight_decay = 1e-4  # AdamW
     c.task_encoder.steps = 300  # InfoNCE gradient steps per stage
+    # Stages >= 2 start from the previous stage's encoder (and its input statistics) and
+    # add anchor_coef * mean(1 - cos(z, z_prev)) over old tasks' replay windows, so old
+    # tasks keep their z while the frozen backbone reads it (continual/stages.py).
+    c.task_encoder.anchor_coef = 1.0
     c.task_encoder.batch_size = 256  # windows per step, class-balanced
 
     c.parallel = ml_collections.ConfigDict()
@@ -92,6 +116,24 @@ def get_config() -> ml_collections.ConfigDict:
     c.checkpoint.max_to_keep = 10  # stage checkpoints kept (one per finished stage)
 
     c.eval = ml_collections.ConfigDict()
+    # Evaluation protocol (cpd_jax/evaluation/protocol.py): "heldout" = one episode per
+    # held-out goal from eval.first_variation (50..99 are held-out goals, disjoint from
+    # the training goals by construction; an overlapping config is refused), or
+    # "metaworld_plus" = Meta-World+'s episodes on the 50 training goals. Success: at any
+    # step of 500.
+    c.eval.protocol = "heldout"
     c.eval.episodes_per_task = 20  # evaluation episodes per task
-    c.eval.first_variation = 40  # held-out variations 40.. (mod 50), never trained on
+    c.eval.first_variation = 50  # the first held-out goal
+    # Stop stepping an episode once it succeeded: the success rate is exactly the same
+    # (success counts at any step); returns are counted up to the first success.
+    c.eval.stop_at_success = True
+    # Envs stepped at once (the tasks' episodes run in waves): memory, not speed; a
+    # reference-backend env holds ~25 MB.
+    c.eval.max_envs = 100
+    # Teacher episodes on held-out goals (the first ones of the protocol's) per task, for
+    # the student's MSE on held-out teacher actions at the end of every phase.
+    c.eval.mse_episodes_per_task = 2
+    # Joint protocol: also evaluate after these gradient steps (the learning curve,
+    # held-out success vs steps, in results.json and learning_curve.png).
+    c.eval.curve_steps = ()
     return c

@@ -18,5 +18,4 @@ def get_config():
     c.distill.learning_rate = 1e-3  # small model, short run: a larger step is stable
     c.distill.lr_schedule = "cosine"  # settles the precise end-points (reach) late in training
     c.distill.aux_coef_decay = 1e-5
-    c.eval.first_variation = 30  # variations 30..49: never seen in training
     return c

@@ -2,62 +2,73 @@
 
 Every leaf of the student's params gets one label (`label_params`):
 
-  backbone        embed, pos_embed, attention, layer norms, final norm, action head
-  gate            router columns `moe/gate_e/{kernel, bias}`
+  backbone        embed (observation projection), pos_embed, attention, layer norms,
+                  final norm, action head
+  task_context    the student's task-context projection (`Student` doc): trainable at
+                  every stage (§4.5 keeps "the Task Embedding module" trainable); which
+                  of its rows move is the stage loop's choice (`frozen_mask`
+                  context_rows: with one-hot context, the rows of the stage's tasks)
+  gate            router columns `moe/gate_e/{kernel, bias}` with e >= num_old_experts
+  old_gate        router columns of the experts that existed before this stage
   old_expert      `moe/expert_e` with e < num_old_experts (existed before this stage)
   new_expert      `moe/expert_e` with e >= num_old_experts (added this stage; in
                   stage 1, num_old_experts = 0, so every expert is "new")
-  task_embedding  a top-level `task_embedding` subtree, if someone nests the task
-                  encoder's params in the student tree. By default the encoder is
-                  trained on its own with InfoNCE (`cpd_jax.student.task_embedding`)
-                  and is not part of this tree; the label exists so a joint tree
-                  still gets a well-defined treatment (frozen unless asked).
 
 `make_optimizer` builds `optax.multi_transform` with one AdamW per trainable label and
 `optax.set_to_zero()` per frozen label. Why this gives bitwise-frozen leaves:
 
 * set_to_zero returns exact zeros and keeps no state, so neither weight decay nor a
   momentum accumulated while the leaf was trainable can reach it;
-* a new optimizer is built (and its state initialised) at every phase switch; only the
-  state of labels that stay trainable is carried over (`growth.transfer_opt_state`
-  matches by tree path), so a leaf that was trainable in phase 1 and is frozen in
-  phase 2 has no moments anywhere in the phase-2 state;
+* every (stage, phase) builds its optimizer and a fresh state (`tx.init`), so a leaf
+  frozen in this phase has no moments anywhere in the state;
 * `apply_updates` below returns a frozen leaf as the same array (no `p + 0.0`, which
   is bitwise equal to `p` for every value except -0.0, which becomes +0.0).
 
-Schedules (`trainable_labels`):
+Schedules (`trainable_labels`), stage >= 2, with `backbone`:
 
-  stage 1            everything trains (backbone, gate, experts)
-  stage >= 2         backbone frozen for good (freeze_backbone=True; the
-                     "No Shared-Frozen" ablation sets it False)
-    phase 1          gate + new experts train, old experts frozen
-    phase 2          gate frozen, all experts train
+  "frozen"      §4.5: the backbone is frozen for good after stage 1 (paper default)
+  "phase2"      Algorithm 1, line 19: frozen in phase 1, trained in phase 2
+  "trainable"   the "No Shared-Frozen" ablation: trained in every phase
+
+    phase 1     gate + new experts train, old experts frozen
+    phase 2     gate frozen, all experts train
   freeze_gating=False   ("No Freeze-Gating" ablation) one phase: gate + all experts
+  old_experts="frozen"  (an extension, not the paper's) an expert and its router column
+                        never train after the stage that created them: old tasks keep
+                        their routes among old experts exactly, and only the new
+                        experts' columns learn where the new tasks go
+
+Stage 1 trains everything; the task context trains in every phase of every stage.
 """
 
 from typing import Iterable
 
+import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import traverse_util
 
+from cpd_jax.student.transformer import TASK_CONTEXT as TASK_CONTEXT_KEY
+
 BACKBONE = "backbone"
+TASK_CONTEXT = "task_context"
 GATE = "gate"
+OLD_GATE = "old_gate"
 OLD_EXPERT = "old_expert"
 NEW_EXPERT = "new_expert"
-TASK_EMBEDDING = "task_embedding"
-LABELS = (BACKBONE, GATE, OLD_EXPERT, NEW_EXPERT, TASK_EMBEDDING)
-
-TASK_EMBEDDING_KEY = "task_embedding"  # top-level key of a nested encoder subtree
+LABELS = (BACKBONE, TASK_CONTEXT, GATE, OLD_GATE, OLD_EXPERT, NEW_EXPERT)
+BACKBONE_SCHEDULES = ("frozen", "phase2", "trainable")
+OLD_EXPERT_SCHEDULES = ("phase2", "frozen")
 
 
 def _leaf_label(path: tuple[str, ...], num_old_experts: int) -> str:
-    if path[0] == TASK_EMBEDDING_KEY:
-        return TASK_EMBEDDING
+    if path[0] == TASK_CONTEXT_KEY:
+        return TASK_CONTEXT
     if "moe" in path:
         node = path[path.index("moe") + 1]
         kind, _, index = node.rpartition("_")
         if kind == "gate":
-            return GATE
+            return OLD_GATE if int(index) < num_old_experts else GATE
         if kind == "expert":
             return OLD_EXPERT if int(index) < num_old_experts else NEW_EXPERT
         raise ValueError(f"unexpected MoE parameter {'/'.join(path)}")
@@ -80,21 +91,31 @@ def phases(stage: int, freeze_gating: bool = True) -> tuple[int, ...]:
     return (1, 2) if stage >= 2 and freeze_gating else (1,)
 
 
-def trainable_labels(stage: int, phase: int, freeze_backbone: bool = True,
-                     freeze_gating: bool = True,
-                     train_task_embedding: bool = False) -> frozenset[str]:
-    """Labels that train in (stage, phase); stage and phase are 1-based.
+def check_schedule(backbone: str, freeze_gating: bool, old_experts: str = "phase2") -> None:
+    """Names a schedule that does not exist or cannot apply."""
+    if backbone not in BACKBONE_SCHEDULES:
+        raise ValueError(f"unknown continual.backbone {backbone!r}; choose from "
+                         f"{BACKBONE_SCHEDULES}")
+    if old_experts not in OLD_EXPERT_SCHEDULES:
+        raise ValueError(f"unknown continual.old_experts {old_experts!r}; choose from "
+                         f"{OLD_EXPERT_SCHEDULES}")
+    if backbone == "phase2" and not freeze_gating:
+        raise ValueError("continual.backbone='phase2' needs the two phases of "
+                         "continual.freeze_gating=True")
 
-    train_task_embedding only matters when the encoder's params are nested in the tree.
-    """
+
+def trainable_labels(stage: int, phase: int, backbone: str = "frozen",
+                     freeze_gating: bool = True, old_experts: str = "phase2"
+                     ) -> frozenset[str]:
+    """Labels that train in (stage, phase); stage and phase are 1-based."""
+    check_schedule(backbone, freeze_gating, old_experts)
     if stage < 1 or phase not in phases(stage, freeze_gating):
         raise ValueError(f"stage {stage} has phases {phases(max(stage, 1), freeze_gating)}, "
                          f"got phase {phase}")
-    extra = {TASK_EMBEDDING} if train_task_embedding else set()
     if stage == 1:
-        return frozenset({BACKBONE, GATE, OLD_EXPERT, NEW_EXPERT} | extra)
-    labels = set(extra)
-    if not freeze_backbone:
+        return frozenset(LABELS)
+    labels = {TASK_CONTEXT}
+    if backbone == "trainable" or (backbone == "phase2" and phase == 2):
         labels.add(BACKBONE)
     if not freeze_gating:
         labels |= {GATE, OLD_EXPERT, NEW_EXPERT}
@@ -102,6 +123,10 @@ def trainable_labels(stage: int, phase: int, freeze_backbone: bool = True,
         labels |= {GATE, NEW_EXPERT}
     else:
         labels |= {OLD_EXPERT, NEW_EXPERT}
+    if GATE in labels and old_experts != "frozen":
+        labels.add(OLD_GATE)  # the router trains as a whole
+    if old_experts == "frozen":
+        labels.discard(OLD_EXPERT)
     return frozenset(labels)
 
 
@@ -110,8 +135,7 @@ def make_optimizer_from_labels(labels, trainable: Iterable[str], learning_rate,
                                ) -> optax.GradientTransformation:
     """multi_transform: AdamW(learning_rate, weight_decay) for each label in `trainable`,
     set_to_zero for every other label. One AdamW per label, so each label's moments and
-    step count live in their own subtree of the state (and can be carried over by path
-    when the phase changes)."""
+    step count live in their own subtree of the state."""
     trainable = frozenset(trainable)
     unknown = trainable - set(LABELS)
     if unknown:
@@ -124,36 +148,51 @@ def make_optimizer_from_labels(labels, trainable: Iterable[str], learning_rate,
 
 
 def make_optimizer(params, num_old_experts: int, stage: int, phase: int, learning_rate,
-                   weight_decay: float, freeze_backbone: bool = True,
-                   freeze_gating: bool = True, train_task_embedding: bool = False,
-                   **adamw_kwargs) -> optax.GradientTransformation:
+                   weight_decay: float, backbone: str = "frozen", freeze_gating: bool = True,
+                   old_experts: str = "phase2", **adamw_kwargs
+                   ) -> optax.GradientTransformation:
     """The optimizer of (stage, phase) for `params` (see module doc for the schedule).
 
     learning_rate: float or optax schedule (paper: AdamW lr 1e-4).
     Extra keyword arguments go to `optax.adamw` (b1, b2, eps, mask, ...).
     """
     labels = label_params(params, num_old_experts)
-    trainable = trainable_labels(stage, phase, freeze_backbone, freeze_gating,
-                                 train_task_embedding)
+    trainable = trainable_labels(stage, phase, backbone, freeze_gating, old_experts)
     return make_optimizer_from_labels(labels, trainable, learning_rate, weight_decay,
                                       **adamw_kwargs)
 
 
-def frozen_mask(params, num_old_experts: int, trainable: Iterable[str]):
-    """Pytree of bools, True where the leaf is frozen."""
+def frozen_mask(params, num_old_experts: int, trainable: Iterable[str], context_rows=None):
+    """Pytree with the structure of `params`: True where the leaf is frozen.
+
+    context_rows: optional bool[C], the rows of the task-context projection
+    (`task_context/kernel` float[C, D]) that may train; its entry is then the array
+    bool[C, 1] (True = frozen row) instead of one bool, so that e.g. with one-hot context
+    only the rows of this stage's tasks move. Ignored when the label is frozen anyway.
+    """
     trainable = frozenset(trainable)
     flat = traverse_util.flatten_dict(label_params(params, num_old_experts))
-    return traverse_util.unflatten_dict({p: lab not in trainable for p, lab in flat.items()})
+    mask = {p: lab not in trainable for p, lab in flat.items()}
+    kernel = (TASK_CONTEXT_KEY, "kernel")
+    if context_rows is not None and kernel in mask and not mask[kernel]:
+        mask[kernel] = ~np.asarray(context_rows, bool)[:, None]
+    return traverse_util.unflatten_dict(mask)
 
 
 def apply_updates(params, updates, frozen):
-    """optax.apply_updates that returns frozen leaves untouched (the same array).
+    """optax.apply_updates that returns frozen leaves untouched (the same array) and
+    frozen rows of a partly frozen leaf bitwise unchanged.
 
-    frozen: pytree of Python bools (`frozen_mask`), static under jit.
+    frozen: `frozen_mask`'s pytree (Python bools and bool arrays), static under jit.
     """
     flat_p = traverse_util.flatten_dict(params)
     flat_u = traverse_util.flatten_dict(updates)
     flat_f = traverse_util.flatten_dict(frozen)
-    out = {path: p if flat_f[path] else optax.apply_updates(p, flat_u[path])
-           for path, p in flat_p.items()}
+
+    def update(p, u, f):
+        if isinstance(f, np.ndarray):
+            return jnp.where(f, p, optax.apply_updates(p, u))
+        return p if f else optax.apply_updates(p, u)
+
+    out = {path: update(p, flat_u[path], flat_f[path]) for path, p in flat_p.items()}
     return traverse_util.unflatten_dict(out)

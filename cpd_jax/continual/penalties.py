@@ -1,7 +1,10 @@
-"""Regularisation baselines: EWC (diagonal Fisher) and KL to the previous student.
+"""Penalties anchored at the previous stage's student: EWC (diagonal Fisher) and KL (the
+baselines), and routing terms (an extension of ours: old tasks keep their routes, new tasks
+go to the new experts).
 
-Each returns `penalty_fn(params, inputs float32[B, L, F], valid bool[B, L]) -> float32[]`
-for `distillation.make_train_step(..., penalty_fn=...)`.
+Each returns `penalty_fn(params, inputs float32[B, L, F], valid bool[B, L], *,
+task_id int32[B], aux) -> float32[]` for `distillation.make_train_step(...,
+penalty_fn=...)`, where aux is the student's aux dict of the same forward pass.
 """
 
 import jax
@@ -32,7 +35,7 @@ def diagonal_fisher(model, params, batches, aux_coef=0.0):
 def ewc_penalty(anchor_params, fisher, coef: float):
     """coef/2 * sum_i F_i (theta_i - theta*_i)^2 (Kirkpatrick et al. 2017)."""
 
-    def penalty(params, inputs, valid):
+    def penalty(params, inputs, valid, **_):
         del inputs, valid
         terms = jax.tree.map(lambda p, a, f: jnp.sum(f * jnp.square(p - a)),
                              params, anchor_params, fisher)
@@ -46,9 +49,46 @@ def kl_penalty(model, anchor_params, coef: float):
     same fixed std around their action means, so the KL is proportional to the squared
     distance of the means: we use the masked MSE between old and new means."""
 
-    def penalty(params, inputs, valid):
+    def penalty(params, inputs, valid, **_):
         new, _ = model.apply({"params": params}, inputs, valid)
         old, _ = model.apply({"params": anchor_params}, inputs, valid)
         return coef * distillation.masked_mse(new, jax.lax.stop_gradient(old), valid)
+
+    return penalty
+
+
+def routing_penalty(anchor_model, anchor_params, old_task_ids, anchor_coef: float,
+                    new_coef: float = 0.0):
+    """Routing terms of a stage >= 2 (extensions of ours), on the MoE router
+    probabilities float32[blocks, N, E] of the current forward pass (aux), averaged over
+    layers and over the (valid) tokens they apply to:
+
+    anchor_coef * KL(p_prev || p) on old tasks' tokens, where p_prev are the previous
+      stage's student's router probabilities over its E_old experts on the same inputs,
+      and p the current ones restricted to those experts (the new experts' probabilities
+      enter through the softmax normaliser): an old task's tokens stay on the experts that
+      served it, and away from the new ones;
+    new_coef * -log(sum of p over the new experts) on this stage's tasks' tokens: the new
+      experts take the new tasks (with top-1, a token goes to a new expert as soon as
+      their mass exceeds any old expert's), instead of the old experts that phase 2 would
+      then retrain.
+    old_task_ids: MT25 ids of the tasks introduced in earlier stages (the replay's tasks).
+    """
+    old = jnp.asarray(old_task_ids, jnp.int32)
+
+    def penalty(params, inputs, valid, *, task_id, aux, **_):
+        del params  # the gradient reaches them through aux (same forward pass)
+        _, prev = anchor_model.apply({"params": anchor_params}, inputs, valid)
+        p_prev = jax.lax.stop_gradient(prev["router_probs"])
+        num_old = p_prev.shape[-1]
+        p_now = aux["router_probs"]
+        log_now = jnp.log(p_now[..., :num_old] + 1e-9)
+        kl = jnp.sum(p_prev * (jnp.log(p_prev + 1e-9) - log_now), -1)  # [blocks, N]
+        to_new = -jnp.log(jnp.sum(p_now[..., num_old:], -1) + 1e-9)  # [blocks, N]
+        is_old = jnp.repeat(jnp.isin(task_id, old), valid.shape[1])
+        tokens = valid.reshape(-1)
+        mean = lambda x, m: jnp.sum(x * m) / (x.shape[0] * jnp.maximum(jnp.sum(m), 1.0))
+        return (anchor_coef * mean(kl, (tokens & is_old).astype(kl.dtype))
+                + new_coef * mean(to_new, (tokens & ~is_old).astype(kl.dtype)))
 
     return penalty

@@ -1,11 +1,17 @@
 """Algorithm 1: continual distillation over a stream of stages.
 
 Per stage k: load/collect teacher data of the stage's tasks; (k >= 2) add experts;
-train on stage data + replay with the phase schedule (optax freezing); pick replay
-trajectories (DPP); evaluate on every task seen so far (row k of the accuracy matrix
-R); checkpoint. Restarting the same command resumes after the last finished stage.
-Every stage's randomness is `fold_in(seed, stage)`, so a resumed run reproduces an
-uninterrupted one.
+(contrastive context) continue training the task encoder on stage data + replay;
+train the student on stage data + replay with the phase schedule (optax freezing);
+pick replay trajectories (DPP); evaluate on every task seen so far (row k of the
+accuracy matrix R) under the config's evaluation protocol; checkpoint.
+
+Besides R, every stage logs (results.json, "stages"): the student's MSE on held-out
+teacher actions per task at the end of each phase, how routing splits new and old
+tasks over new and old experts, and how far old tasks' task embeddings moved.
+
+Restarting the same command resumes after the last finished stage. Every stage's
+randomness is `fold_in(seed, stage)`, so a resumed run reproduces an uninterrupted one.
 """
 
 import dataclasses
@@ -16,7 +22,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from cpd_jax import checkpointing, distillation, parallel, pipeline
@@ -24,14 +29,14 @@ from cpd_jax.continual import freezing, penalties
 from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
 from cpd_jax.data.rollouts import Trajectories
-from cpd_jax.envs import MT25_TASKS, make_env, validate_tasks
-from cpd_jax.evaluation import closed_loop, metrics, report, routing_stats
+from cpd_jax.envs import MT25_TASKS, validate_tasks
+from cpd_jax.evaluation import metrics, protocol, report, routing_stats
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
 from cpd_jax.student import task_embedding
-from cpd_jax.student.inputs import (ObsNorm, fit_obs_norm, obs_norm_from_tree,
-                                    obs_norm_to_tree, student_inputs)
+from cpd_jax.student.inputs import (NUM_TASK_IDS, ObsNorm, fit_obs_norm,
+                                    obs_norm_from_tree, obs_norm_to_tree, student_inputs)
 
-CHECKPOINT_FORMAT = "cpd_jax.continual/v1"
+CHECKPOINT_FORMAT = "cpd_jax.continual/v2"
 # Config fields that may change between a run and its resumption (they do not change
 # what is computed): logging cadence, checkpoint retention, where shared data lives.
 RESUMABLE_FIELDS = ("distill.log_every", "checkpoint.max_to_keep", "data.dir")
@@ -52,6 +57,7 @@ class RunState:
     """Everything a later stage (or a resumed run) needs.
 
     R: float64[S, T] success of task j after stage i (NaN: not yet seen / not run).
+    log: one dict per finished stage (`stage_log`), JSON-ready.
     """
 
     stages_done: int
@@ -61,7 +67,26 @@ class RunState:
     R: np.ndarray
     teacher_success: np.ndarray  # float64[T], NaN until the task's data exists
     encoder: dict | None = None  # task-encoder params (task_context "contrastive")
-    opt_state: object = None
+    log: list = dataclasses.field(default_factory=list)
+
+
+def validate(config, stages) -> None:
+    """Refuses a config that cannot run, before any data is collected or compiled."""
+    method = get_method(config.method)
+    if method.freeze:
+        freezing.check_schedule(config.continual.backbone, config.continual.freeze_gating,
+                                config.continual.old_experts)
+    if config.continual.old_task_context not in ("frozen", "trainable"):
+        raise ValueError("continual.old_task_context must be 'frozen' or 'trainable', got "
+                         f"{config.continual.old_task_context!r}")
+    if config.continual.new_experts_per_stage < 0:
+        raise ValueError("continual.new_experts_per_stage must be >= 0, got "
+                         f"{config.continual.new_experts_per_stage}")
+    if config.student.task_context == "contrastive" and len(stages[0]) < 2:
+        raise ValueError("student.task_context='contrastive' trains its encoder with "
+                         "InfoNCE, which contrasts tasks: stage 1 needs at least two tasks "
+                         f"(continual.stage_sizes={tuple(config.continual.stage_sizes)})")
+    protocol.check_goal_split(config, [t for s in stages for t in s])
 
 
 def replay_trajectories(buffer: replay_lib.ReplayBuffer) -> list[Trajectories]:
@@ -86,7 +111,7 @@ def select_replay(config, data: list[Trajectories], stage: int, key) -> replay_l
     return replay_lib.select_stage(cat("obs"), cat("actions"), cat("rewards"), success,
                                    task_ids, stage, config.continual.replay_fraction,
                                    config.continual.replay_selector, key,
-                                   config.continual.replay_slice_len)
+                                   slice_len=config.student.seq_len)
 
 
 def _shifted(x):
@@ -94,9 +119,10 @@ def _shifted(x):
     return np.concatenate([np.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
 
 
-def train_encoder(config, trajectories: list[Trajectories], key) -> dict:
-    """Task encoder (InfoNCE, §4.3) on windows of (o_t, a_{t-1}, r_{t-1}) — the same
-    history the student's context sees at evaluation, where a_t is not known yet."""
+def encoder_windows(config, trajectories: list[Trajectories]):
+    """(Windows of (o_t, a_{t-1}, r_{t-1}) over the student's window length, task id of
+    each window int[N]): the history the student's context sees at evaluation, where a_t
+    is not known yet."""
     windows, ids = [], []
     for traj in trajectories:
         w, _ = task_embedding.make_windows(traj.obs, _shifted(traj.actions),
@@ -104,9 +130,31 @@ def train_encoder(config, trajectories: list[Trajectories], key) -> dict:
                                            length=traj.lengths)
         windows.append(w)
         ids.append(np.full(len(w.valid), traj.task_id))
-    stacked = task_embedding.Windows(*(np.concatenate(f) for f in zip(*windows)))
+    return task_embedding.Windows(*(np.concatenate(f) for f in zip(*windows))), np.concatenate(ids)
+
+
+def train_encoder(config, trajectories: list[Trajectories], key, previous=None,
+                  old_tasks=()) -> tuple[dict, dict]:
+    """Task encoder (InfoNCE, §4.3) for a stage: fresh at stage 1; later, warm-started
+    from `previous` with old tasks' windows (replay) anchored at their previous z.
+
+    Returns (encoder params, {old task name: mean 1 - cos(z_after, z_before) over its
+    windows}), the drift of old tasks' embeddings over this stage.
+    """
+    windows, ids = encoder_windows(config, trajectories)
     enc_config = task_embedding.TaskEncoderConfig.from_config(config.task_encoder)
-    return task_embedding.train_task_encoder(key, stacked, np.concatenate(ids), enc_config)
+    old = np.isin(ids, [MT25_TASKS.index(t) for t in old_tasks])
+    if previous is None or not old.any():
+        return task_embedding.train_task_encoder(key, windows, ids, enc_config,
+                                                 init=previous), {}
+    old_windows = task_embedding.Windows(*(f[old] for f in windows))
+    z_before = jax.jit(task_embedding.embed)(previous, *old_windows)
+    encoder = task_embedding.train_task_encoder(key, windows, ids, enc_config, init=previous,
+                                                anchor=(old_windows, z_before))
+    z_after = jax.jit(task_embedding.embed)(encoder, *old_windows)
+    distance = np.asarray(task_embedding.cosine_distance(z_after, z_before))
+    return encoder, {MT25_TASKS[int(t)]: float(distance[ids[old] == t].mean())
+                     for t in np.unique(ids[old])}
 
 
 def embed_fn_for(encoder):
@@ -122,27 +170,59 @@ def _student(config, n_experts: int) -> Student:
     return Student(spec)
 
 
+def context_rows(config, stage: int, stage_tasks) -> np.ndarray | None:
+    """bool[C]: rows of the student's task-context projection that train at `stage`
+    (1-based) under the freezing schedule; None = all of them.
+
+    Stage 1 trains every row. Later, with one-hot context each task's row is that
+    task's own embedding: the rows of the stage's tasks train, and old tasks' rows stay
+    as their stage left them unless continual.old_task_context == "trainable" (trained
+    on the replay, they moved by up to 0.9 and cost old tasks 30-45 points of success in
+    one stage; BUILD_NOTES). With contrastive context the projection of z is shared by
+    all tasks, so it is frozen with the input embedding after stage 1 (§4.5); the task
+    encoder is the part that keeps training (`train_encoder`).
+    """
+    if stage == 1 or config.student.task_context == "none":
+        return None
+    if config.student.task_context == "contrastive":
+        return np.zeros(config.task_encoder.embed_dim, bool)
+    if config.continual.old_task_context == "trainable":
+        return None
+    return np.isin(np.arange(NUM_TASK_IDS), [MT25_TASKS.index(t) for t in stage_tasks])
+
+
 def _optimizer(config, method: Method, params, num_old: int, stage: int, phase: int,
-               num_steps: int):
-    """(tx, frozen mask or None) for one phase of one stage (stage is 1-based)."""
+               total_steps: int, steps_done: int, rows=None):
+    """(tx, frozen mask or None) for one phase of one stage (stage is 1-based). The
+    learning-rate schedule spans the stage: this phase starts at `steps_done` of
+    `total_steps`. rows: `context_rows` of the stage."""
     if method.freeze:
-        tx = freezing.make_optimizer(
-            params, num_old, stage, phase, config.distill.learning_rate,
-            config.distill.weight_decay, freeze_backbone=config.continual.freeze_backbone,
-            freeze_gating=config.continual.freeze_gating)
-        trainable = freezing.trainable_labels(stage, phase, config.continual.freeze_backbone,
-                                              config.continual.freeze_gating)
-        return tx, freezing.frozen_mask(params, num_old, trainable)
-    tx = distillation.make_optimizer(config.distill, num_steps)
+        lr = distillation.learning_rate(config.distill, total_steps, steps_done)
+        schedule = dict(backbone=config.continual.backbone,
+                        freeze_gating=config.continual.freeze_gating,
+                        old_experts=config.continual.old_experts)
+        tx = freezing.make_optimizer(params, num_old, stage, phase, lr,
+                                     config.distill.weight_decay, **schedule)
+        trainable = freezing.trainable_labels(stage, phase, **schedule)
+        return tx, freezing.frozen_mask(params, num_old, trainable, rows)
+    tx = distillation.make_optimizer(config.distill, total_steps, steps_done)
     if method.optimizer == "trac":
         from cpd_jax.continual import trac
         tx = trac.trac(tx)
     return tx, None
 
 
-def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, key):
-    """EWC / KL penalty anchored at the previous stage's student (None otherwise)."""
-    if method.penalty == "none" or prev_params is None:
+def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, key,
+             old_task_ids=()):
+    """EWC / KL / routing penalty anchored at the previous stage's student (None
+    otherwise). `model` is the previous stage's student."""
+    if prev_params is None:
+        return None
+    cont = config.continual
+    if method.expand and (cont.route_anchor_coef > 0 or cont.route_new_coef > 0):
+        return penalties.routing_penalty(model, prev_params, old_task_ids,
+                                         cont.route_anchor_coef, cont.route_new_coef)
+    if method.penalty == "none":
         return None
     if method.penalty == "kl":
         return penalties.kl_penalty(model, prev_params, config.continual.kl_coef)
@@ -159,57 +239,89 @@ def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, 
 
 
 def train_stage(config, method: Method, params, num_old: int, stage: int, source,
-                obs_norm: ObsNorm, key, penalty_fn=None, encoder=None):
-    """All phases of one stage. Returns (params, opt_state, curve)."""
+                obs_norm: ObsNorm, key, penalty_fn=None, encoder=None, after_phase=None,
+                stage_tasks=()):
+    """All phases of one stage (stage is 1-based). The aux-loss lambda and the learning
+    rate each follow one schedule over the stage: phase 2 continues phase 1's count.
+
+    after_phase: optional `f(phase, params)` called at the end of each phase.
+    stage_tasks: the tasks this stage introduces (`context_rows`).
+    Returns (params, curve: logged metrics of every phase).
+    """
     model = _student(config, num_experts(params))
     total = distillation.num_train_steps(config.distill, source)
     phase_ids = freezing.phases(stage, config.continual.freeze_gating) if method.freeze else (1,)
     fractions = ([config.continual.phase1_fraction, 1 - config.continual.phase1_fraction]
                  if len(phase_ids) == 2 else [1.0])
-    curve, opt_state = [], None
+    curve, done = [], 0
     mesh = pipeline.data_mesh(config)
     for phase, fraction in zip(phase_ids, fractions):
         steps = max(1, int(round(total * fraction)))
-        tx, frozen = _optimizer(config, method, params, num_old, stage, phase, steps)
+        tx, frozen = _optimizer(config, method, params, num_old, stage, phase, total, done,
+                                context_rows(config, stage, stage_tasks))
         step_fn = distillation.make_train_step(model, tx, config.distill,
                                                config.student.task_context,
                                                embed_fn=embed_fn_for(encoder),
                                                obs_norm=obs_norm, penalty_fn=penalty_fn,
                                                frozen=frozen, mesh=mesh)
         state = distillation.DistillState(params=params, opt_state=tx.init(params),
-                                          step=jnp.zeros((), jnp.int32),
+                                          step=jnp.asarray(done, jnp.int32),
                                           key=jax.random.fold_in(key, phase))
         if mesh is not None:
             state, source = parallel.replicate((state, source), mesh)
         state, phase_curve = distillation.distill(
             state, step_fn, source, steps, config.distill.log_every,
             label=f"stage {stage} phase {phase}")
-        params, opt_state = state.params, state.opt_state
+        params, done = state.params, done + steps
         curve += [dict(m, phase=phase) for m in phase_curve]
-    return params, opt_state, curve
+        if after_phase is not None:
+            after_phase(phase, params)
+    return params, curve
 
 
 def evaluate_seen(config, params, obs_norm, tasks, encoder=None) -> dict:
-    model = _student(config, num_experts(params))
-    policy = closed_loop.student_policy(model, params, config.student.task_context,
-                                        embed_fn=embed_fn_for(encoder), obs_norm=obs_norm)
-    return closed_loop.evaluate_tasks(lambda ts: make_env(config.env.backend, ts), policy,
-                                      tasks, pipeline.eval_variations(config),
-                                      config.student.seq_len)
+    return pipeline.evaluate_student(config, _student(config, num_experts(params)), params,
+                                     obs_norm, tasks, embed_fn_for(encoder))
 
 
-def _save(ckpt, run: RunState, config, extra: dict):
+def heldout_evaluation(config, params, obs_norm, heldout: list[Trajectories],
+                       encoder=None) -> dict:
+    """The student on every window of the held-out teacher episodes:
+    `distillation.evaluate_windows` (per-task MSE, routing of every token)."""
+    source = distillation.make_window_source(heldout, config.student.seq_len)
+    return distillation.evaluate_windows(_student(config, num_experts(params)), params, source,
+                                         config.student.task_context, embed_fn_for(encoder),
+                                         obs_norm)
+
+
+def stage_log(method, ev: dict, phase_mse: list, experts_after_stage: list,
+              stage: int, stage_of_task: np.ndarray, tasks, drift: dict, seconds: float):
+    """The JSON entry of a finished stage (0-based `stage`): held-out MSE per phase,
+    routing shares (methods that grow experts), encoder drift, wall time."""
+    entry = {"stage": stage, "num_experts": experts_after_stage[-1], "phase_mse": phase_mse,
+             "encoder_drift": drift, "seconds": seconds}
+    if method.expand:
+        _, fractions = routing_stats.per_task_fractions(
+            ev["expert_index"], ev["token_task"], experts_after_stage[-1],
+            tasks=ev["task_ids"], token_mask=ev["token_valid"])
+        task_stage = np.array([stage_of_task[tasks.index(MT25_TASKS[int(t)])]
+                               for t in ev["task_ids"]])
+        entry["routing"] = routing_stats.stage_routing_shares(
+            fractions, task_stage, routing_stats.expert_birth_stages(experts_after_stage),
+            stage)
+    return entry
+
+
+def _save(ckpt, run: RunState, config):
     tree = {"params": run.params, "obs_norm": obs_norm_to_tree(run.obs_norm),
             "R": run.R, "teacher_success": run.teacher_success}
     if len(run.replay):  # orbax stores no zero-size arrays: an empty buffer is left out
         tree["replay"] = {f: getattr(run.replay, f) for f in replay_lib.FIELDS}
     if run.encoder is not None:
         tree["encoder"] = run.encoder
-    if run.opt_state is not None:
-        tree["opt_state"] = run.opt_state
     meta = {"format": CHECKPOINT_FORMAT, "stages_done": run.stages_done,
             "num_experts": num_experts(run.params), "replay_size": len(run.replay),
-            "config": config.to_dict(), **extra}
+            "config": config.to_dict(), "log": run.log}
     ckpt.save(run.stages_done, tree, meta)
 
 
@@ -228,7 +340,7 @@ def _restore(ckpt, config) -> RunState | None:
                     replay=(replay_lib.ReplayBuffer.from_arrays(**tree["replay"])
                             if "replay" in tree else replay_lib.ReplayBuffer.empty()),
                     R=np.asarray(tree["R"]), teacher_success=np.asarray(tree["teacher_success"]),
-                    encoder=tree.get("encoder"))
+                    encoder=tree.get("encoder"), log=meta["log"])
 
 
 def run_continual(config, workdir, max_stages: int | None = None) -> dict:
@@ -243,21 +355,25 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
     workdir = pathlib.Path(workdir)
     method = get_method(config.method)
     stages = split_stages(config.tasks, config.continual.stage_sizes)
+    validate(config, stages)
     tasks = [t for s in stages for t in s]
     stage_of_task = np.array([k for k, s in enumerate(stages) for _ in s])
     ckpt = checkpointing.RunCheckpointer(workdir / "checkpoints",
                                          max_to_keep=config.checkpoint.max_to_keep)
     run = _restore(ckpt, config)
     seed_key = jax.random.PRNGKey(config.seed)
-    timings = []
     last = len(stages) if max_stages is None else min(max_stages, len(stages))
     prev_data = None  # the previous stage's teacher data (EWC's Fisher, KL's targets)
+    load = lambda t: pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
     for k in range(run.stages_done if run else 0, last):
         t0 = time.time()
         key = jax.random.fold_in(seed_key, k)
         k_init, k_grow, k_train, k_replay, k_pen, k_enc = jax.random.split(key, 6)
-        data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
-                for t in stages[k]]
+        data = [load(t) for t in stages[k]]
+        seen = [t for s in stages[:k + 1] for t in s]
+        heldout = [pipeline.collect_or_load(config, t, pipeline.heldout_data_dir(config, workdir),
+                                            pipeline.heldout_variations(config))
+                   for t in (stages[k] if method.fresh_student else seen)]
         if run is None or method.fresh_student:
             _, params = pipeline.init_student(config, k_init)
             obs_norm = run.obs_norm if run else fit_obs_norm(
@@ -280,22 +396,35 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
         replayed = replay_trajectories(run.replay) if method.replay else []
         source = distillation.make_window_source(data + replayed, config.student.seq_len,
                                                  config.distill.sampling)
+        drift = {}
         if config.student.task_context == "contrastive":
-            run.encoder = train_encoder(config, data + replayed, k_enc)
+            previous = None if method.fresh_student else run.encoder
+            run.encoder, drift = train_encoder(config, data + replayed, k_enc, previous,
+                                               old_tasks=seen[:-len(stages[k])])
         penalty_fn = None
-        if prev_params is not None and method.penalty != "none":
+        if prev_params is not None:
             prev_model = _student(config, num_experts(prev_params))
-            if prev_data is None:  # resumed at this stage: the previous one's data is on disk
-                prev_data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
-                             for t in stages[k - 1]]
-            prev_source = distillation.make_window_source(prev_data, config.student.seq_len)
+            if prev_data is None and method.penalty == "ewc":  # resumed here: reload it
+                prev_data = [load(t) for t in stages[k - 1]]
+            prev_source = (distillation.make_window_source(prev_data, config.student.seq_len)
+                           if method.penalty == "ewc" else None)
             penalty_fn = _penalty(config, method, prev_model, prev_params, prev_source,
-                                  obs_norm, k_pen)
-        params, opt_state, curve = train_stage(config, method, params, num_old, k + 1, source,
-                                               obs_norm, k_train, penalty_fn, run.encoder)
+                                  obs_norm, k_pen, [MT25_TASKS.index(t) for t in seen
+                                                    if t not in stages[k]])
+        phase_mse, evals = [], []
+
+        def after_phase(phase, params):
+            evals.append(heldout_evaluation(config, params, obs_norm, heldout, run.encoder))
+            mse = {MT25_TASKS[int(t)]: float(v) for t, v in zip(evals[-1]["task_ids"],
+                                                               evals[-1]["mse"])}
+            phase_mse.append({"phase": phase, "mse": mse})
+            logging.info("stage %d phase %d: held-out teacher-action MSE %.4f (mean over "
+                         "%d tasks)", k + 1, phase, np.mean(list(mse.values())), len(mse))
+
+        params, _ = train_stage(config, method, params, num_old, k + 1, source, obs_norm,
+                                k_train, penalty_fn, run.encoder, after_phase, stages[k])
         if method.replay:
             run.replay = run.replay.add(select_replay(config, data, k, k_replay))
-        seen = [t for s in stages[:k + 1] for t in s]
         eval_tasks = list(stages[k]) if method.fresh_student else seen
         results = evaluate_seen(config, params, obs_norm, eval_tasks, run.encoder)
         for t, r in results.items():
@@ -304,63 +433,65 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
             for t in seen[:-len(stages[k])]:
                 j = tasks.index(t)
                 run.R[k, j] = run.R[stage_of_task[j], j]
-        run.params, run.obs_norm, run.opt_state, run.stages_done = params, obs_norm, opt_state, k + 1
+        run.params, run.obs_norm, run.stages_done = params, obs_norm, k + 1
+        experts = [e["num_experts"] for e in run.log] + [num_experts(params)]
+        run.log.append(stage_log(method, evals[-1], phase_mse, experts, k, stage_of_task,
+                                 tasks, drift, time.time() - t0))
         summary = metrics.summarize(run.R[:k + 1], stage_of_task)
         logging.info("stage %d/%d done in %.0fs: Acc %.3f BWT %s experts %d", k + 1, len(stages),
                      time.time() - t0, summary[k]["Acc"], summary[k]["BWT"],
                      num_experts(params))
-        timings.append(time.time() - t0)
-        _save(ckpt, run, config, {"summary": summary, "curve_tail": curve[-1:]})
+        _save(ckpt, run, config)
         prev_data = data
     results = write_continual_results(workdir, config, run, tasks, stage_of_task,
                                       time.time() - start)
     return dict(results, state=run)  # the in-memory RunState too (not in results.json)
 
 
-def write_routing_and_embedding_plots(workdir, config, run: RunState, tasks,
-                                      windows_per_task: int = 64) -> list[str]:
+def write_routing_and_embedding_plots(workdir, config, run: RunState, tasks) -> list[str]:
     """Per-task expert-usage heatmaps (paper Table 9) and, with a task encoder, the PCA of
-    task embeddings (Fig. 3), from windows of each seen task's teacher data."""
-    data = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
-            for t in tasks]
-    source = distillation.make_window_source(data, config.student.seq_len)
-    history, _ = distillation.sample_batch(jax.random.PRNGKey(config.seed), source,
-                                           windows_per_task * len(tasks))
-    inputs = student_inputs(config.student.task_context, history, embed_fn_for(run.encoder),
-                            run.obs_norm)
-    model = _student(config, num_experts(run.params))
-    _, aux = jax.jit(model.apply)({"params": run.params}, inputs, history.valid)
-    token_tasks = routing_stats.token_task_ids(np.asarray(history.task_id),
-                                               config.student.seq_len)
+    task embeddings (Fig. 3), on every window of the seen tasks' held-out teacher
+    episodes (`pipeline.heldout_variations`)."""
+    heldout = [pipeline.collect_or_load(config, t, pipeline.heldout_data_dir(config, workdir),
+                                        pipeline.heldout_variations(config)) for t in tasks]
+    ev = heldout_evaluation(config, run.params, run.obs_norm, heldout, run.encoder)
     ids, fractions = routing_stats.per_task_fractions(
-        aux["expert_index"], token_tasks, num_experts(run.params),
-        token_mask=np.asarray(history.valid).reshape(-1))
+        ev["expert_index"], ev["token_task"], num_experts(run.params), tasks=ev["task_ids"],
+        token_mask=ev["token_valid"])
     names = [MT25_TASKS[int(i)] for i in ids]
     out = pathlib.Path(workdir)
     paths = [routing_stats.write_fractions_json(str(out / "routing.json"), ids, fractions,
                                                 names)]
     paths += routing_stats.plot_routing_heatmaps(fractions, names, str(out))
     if run.encoder is not None:
-        z = embed_fn_for(run.encoder)(history)
+        windows, window_tasks = encoder_windows(config, heldout)
+        z = jax.jit(task_embedding.embed)(run.encoder, *windows)
         paths.append(routing_stats.plot_task_embedding_pca(
-            z, np.asarray(history.task_id), dict(enumerate(MT25_TASKS)), str(out)))
+            z, window_tasks, dict(enumerate(MT25_TASKS)), str(out)))
     return paths
 
 
 def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task, wall):
-    """results.json (R with NaN rows for stages not run yet) and the accuracy-matrix
+    """results.json (R with NaN rows for stages not run yet, per-stage metrics, teacher
+    recovery, the stage logs, the evaluation protocol) and the accuracy-matrix
     JSON/markdown/heatmap of the finished stages."""
     done = run.R[:run.stages_done]
     summary = metrics.summarize(done, stage_of_task)
+    for k, row in enumerate(summary):
+        seen = stage_of_task <= k
+        row["teacher_recovery"] = metrics.teacher_recovery(done[k, seen],
+                                                           run.teacher_success[seen])
     results = {"method": config.method, "seed": config.seed, "tasks": list(tasks),
                "stage_of_task": stage_of_task.tolist(), "R": run.R.tolist(),
                "summary": summary, "teacher_success": run.teacher_success.tolist(),
-               "num_experts": num_experts(run.params), "wall_time_s": wall,
+               "num_experts": num_experts(run.params), "stages": run.log,
+               "evaluation": protocol.describe(config), "wall_time_s": wall,
                "config": config.to_dict()}
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     (pathlib.Path(workdir) / "results.json").write_text(json.dumps(results, indent=2,
                                                                    default=float))
-    report.write_accuracy_matrix(workdir, done, tasks, stage_of_task)
+    report.write_accuracy_matrix(workdir, done, tasks, stage_of_task,
+                                 evaluation=results["evaluation"])
     seen = [t for t, k in zip(tasks, stage_of_task) if k < run.stages_done]
     write_routing_and_embedding_plots(workdir, config, run, seen)
     return results

@@ -35,8 +35,19 @@ class BatchedEnv(Protocol):
     tasks: tuple[str, ...]
 
     def reset(self, variations: Sequence[int]) -> np.ndarray:
-        """Resets env i to task variation `variations[i]` (index into the MT50(seed=0)
-        variations of its task, 0..49). Returns obs float32[B, 39]."""
+        """Resets env i to task variation `variations[i]` of its task (0..49 training
+        goals, 50..99 held-out goals; `cpd_jax.envs.variations`). Returns obs
+        float32[B, 39]."""
 
-    def step(self, actions: np.ndarray) -> Transition:
-        """Steps every env with actions float32[B, 4] (clipped to [-1, 1])."""
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Transition:
+        """Steps every env with actions float32[B, 4] (clipped to [-1, 1]).
+
+        active: optional bool[B]; a backend may skip the envs where it is False (their
+        entries of the returned Transition are then meaningless, and those envs must be
+        reset before they are stepped again). The reference backend skips them, which
+        is what makes evaluation stop paying for episodes that already succeeded.
+        """
+
+    def close(self) -> None:
+        """Releases the envs; the env must not be used afterwards (the reference
+        backend hands them to later envs of the same tasks, which skips rebuilding)."""

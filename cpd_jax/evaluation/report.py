@@ -39,11 +39,23 @@ def _pct(x: float) -> str:
     return "—" if not math.isfinite(x) else f"{PERCENT * x:.1f}"
 
 
+def evaluation_note(evaluation: Mapping | None) -> str:
+    """One markdown sentence naming the evaluation protocol (`protocol.describe`)."""
+    if not evaluation:
+        return ""
+    v = evaluation["variations"]
+    return (f"Evaluation protocol `{evaluation['protocol']}`: {evaluation['description']}; "
+            f"{evaluation['episodes_per_task']} episodes per task (variations {v[0]}..{v[-1]}); "
+            f"success = {evaluation['success']}; training goals {evaluation['training_goals']}.")
+
+
 def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
-                          name: str = "accuracy_matrix") -> dict:
+                          name: str = "accuracy_matrix", evaluation: Mapping | None = None
+                          ) -> dict:
     """`name`.json / .md / .png: R float[S, T] (NaN = not evaluated) with per-stage metrics.
 
     The markdown has one row per stage (R in percent, then Acc / BWT / max forgetting).
+    evaluation: the protocol that produced R (`protocol.describe`), written into both files.
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -56,7 +68,7 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
 
     paths["json"].write_text(json.dumps(_nan_to_none({
         "tasks": list(tasks), "stage_of_task": sot.tolist(), "R": R.tolist(),
-        "summary": summary}), indent=2))
+        "summary": summary, "evaluation": evaluation}), indent=2))
 
     header = ["stage"] + [f"{t} (s{int(k) + 1})" for t, k in zip(tasks, sot)] + [
         "Acc", "BWT", "max forgetting"]
@@ -67,7 +79,8 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
             _pct(s["Acc"]), _pct(s["BWT"]), _pct(s["MaxForgetting"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Success rates in percent; stages numbered from 1 as in the paper; "
-              "(sN) = the stage that introduced the task; — = not evaluated / undefined."]
+              "(sN) = the stage that introduced the task; — = not evaluated / undefined.",
+              "", evaluation_note(evaluation)]
     paths["md"].write_text("\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(max(4.0, HEATMAP_CELL_INCHES * R.shape[1] + 2),
@@ -93,6 +106,12 @@ def _std(values: np.ndarray) -> float:
     return float(np.std(values, ddof=1)) if values.size > 1 else 0.0
 
 
+def _stats(values) -> tuple[float, float]:
+    v = np.asarray(values, np.float64)
+    return (float(np.mean(v)), _std(v)) if v.size and np.all(np.isfinite(v)) else (
+        float("nan"), float("nan"))
+
+
 def aggregate(results: Mapping[str, Sequence[Sequence[dict]]], keys=("Acc", "BWT")) -> dict:
     """{method: [{stage, <key>_mean, <key>_std, num_seeds} per stage]} from per-seed summaries.
 
@@ -111,9 +130,7 @@ def aggregate(results: Mapping[str, Sequence[Sequence[dict]]], keys=("Acc", "BWT
             reached = [s[k] for s in seeds if len(s) > k]
             row = {"stage": k, "num_seeds": len(reached)}
             for key in keys:
-                v = np.array([r[key] for r in reached], np.float64)
-                row[f"{key}_mean"] = float(np.mean(v)) if np.all(np.isfinite(v)) else float("nan")
-                row[f"{key}_std"] = _std(v) if np.all(np.isfinite(v)) else float("nan")
+                row[f"{key}_mean"], row[f"{key}_std"] = _stats([r[key] for r in reached])
             rows.append(row)
         out[method] = rows
     return out
@@ -125,47 +142,83 @@ def _mean_std(mean: float, std: float) -> str:
     return f"{PERCENT * mean:.1f} ± {PERCENT * std:.1f}"
 
 
-def write_table2(directory, results: Mapping[str, Sequence[Sequence[dict]]],
-                 name: str = "table2") -> dict:
-    """Paper Table 2 layout: one row per method, per stage "Acc / BWT" (mean ± std, %).
+def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
+    """One method's Table-2 entry from its per-seed `results.json` dicts (all stages done).
 
-    Writes `name`.md, `name`.json (the aggregated numbers, fractions) and `name`.png (Acc and
-    BWT per stage per method, error bars = std over seeds).
+    Per-seed lists are in percent (`final_acc`, `final_bwt`, `teacher_recovery`); per
+    stage, mean/std over seeds of Acc, BWT and teacher recovery (fractions), and of the
+    routing shares where the method grows experts.
+    """
+    seeds = [r["seed"] for r in runs]
+    final = [r["summary"][-1] for r in runs]
+    per_stage = aggregate({method: [r["summary"] for r in runs]},
+                          keys=("Acc", "BWT", "teacher_recovery"))[method]
+    for k, row in enumerate(per_stage):
+        logs = [r["stages"][k] for r in runs if k < len(r.get("stages", []))]
+        for share in ("new_tasks_to_new_experts", "old_tasks_to_later_experts"):
+            values = [log["routing"][share] for log in logs if "routing" in log]
+            if values:
+                row[f"{share}_mean"], row[f"{share}_std"] = _stats(values)
+    return {"method": method, "seeds": seeds,
+            "final_acc": [PERCENT * f["Acc"] for f in final],
+            "final_bwt": [PERCENT * f["BWT"] for f in final],
+            "teacher_recovery": [PERCENT * f["teacher_recovery"] for f in final],
+            "per_stage": per_stage,
+            "wall_time_s": [r["wall_time_s"] for r in runs]}
+
+
+def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=None,
+                 name: str = "table2") -> dict:
+    """Paper Table 2 layout: one row per method, per stage "Acc / BWT" (mean ± std over
+    seeds, %), then the paper's final Acc / BWT beside ours.
+
+    runs: {method: [results.json dict of each seed]} (`stages.write_continual_results`).
+    paper_final: {method: (Acc, BWT or None)} in percent (`cpd_jax.evaluation.paper`).
+    Writes `name`.md, `name`.json ({"evaluation", "methods": [method_entry, ...]}) and
+    `name`.png (Acc and BWT per stage per method, error bars = std over seeds).
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    agg = aggregate(results)
-    num_stages = max(len(rows) for rows in agg.values())
+    paper_final = paper_final or {}
+    entries = [method_entry(m, rs) for m, rs in runs.items()]
+    evaluation = next(iter(runs.values()))[0].get("evaluation") if runs else None
+    num_stages = max(len(e["per_stage"]) for e in entries)
     paths = {k: directory / f"{name}.{k}" for k in ("json", "md", "png")}
-
     paths["json"].write_text(json.dumps(_nan_to_none(
-        {"per_method": agg, "per_seed": {m: list(s) for m, s in results.items()}}), indent=2))
+        {"evaluation": evaluation, "methods": entries,
+         "paper_final": {m: paper_final.get(m) for m in runs}}), indent=2))
 
-    header = ["method", "seeds"] + [f"stage {k + 1} Acc / BWT" for k in range(num_stages)]
+    header = (["method", "seeds"] + [f"stage {k + 1} Acc / BWT" for k in range(num_stages)]
+              + ["teacher recovery", "paper final Acc / BWT"])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for method, rows in agg.items():
-        cells = [method, str(rows[0]["num_seeds"])]
+    for e in entries:
+        cells = [e["method"], str(len(e["seeds"]))]
         for k in range(num_stages):
-            if k >= len(rows):
-                cells.append("")
-                continue
-            r = rows[k]
+            r = e["per_stage"][k]
             cells.append(f"{_mean_std(r['Acc_mean'], r['Acc_std'])} / "
                          f"{_mean_std(r['BWT_mean'], r['BWT_std'])}")
+        last = e["per_stage"][-1]
+        cells.append(_mean_std(last["teacher_recovery_mean"], last["teacher_recovery_std"]))
+        acc, bwt = paper_final.get(e["method"]) or (None, None)
+        cells.append("—" if acc is None else
+                     f"{acc:.1f} / {'—' if bwt is None else f'{bwt:+.1f}'}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Acc = mean success over tasks seen so far; BWT = mean over earlier tasks of "
-              "(success now − success after its own stage); percent, mean ± sample std over "
-              "seeds; — = undefined (no earlier task)."]
+              "(success now − success after its own stage); teacher recovery = student / "
+              "teacher success after the last stage; percent, mean ± sample std over seeds; "
+              "— = undefined or not given.", "", evaluation_note(evaluation)]
     paths["md"].write_text("\n".join(lines) + "\n")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for method, rows in agg.items():
+    for e in entries:
+        rows = e["per_stage"]
         stages = np.array([r["stage"] + 1 for r in rows])
         for ax, key in zip(axes, ("Acc", "BWT")):
             mean = PERCENT * np.array([r[f"{key}_mean"] for r in rows])
             std = PERCENT * np.array([r[f"{key}_std"] for r in rows])
             ok = np.isfinite(mean)
-            ax.errorbar(stages[ok], mean[ok], yerr=std[ok], marker="o", capsize=3, label=method)
+            ax.errorbar(stages[ok], mean[ok], yerr=std[ok], marker="o", capsize=3,
+                        label=e["method"])
     for ax, key in zip(axes, ("Acc", "BWT")):
         ax.set_xlabel("stage")
         ax.set_ylabel(f"{key} (%)")
@@ -177,3 +230,27 @@ def write_table2(directory, results: Mapping[str, Sequence[Sequence[dict]]],
     fig.savefig(paths["png"], dpi=PLOT_DPI)
     plt.close(fig)
     return paths
+
+
+def plot_learning_curves(path, curves: Mapping[str, Sequence[dict]],
+                         teacher_success: float | None = None, xlabel="gradient steps",
+                         x_key: str = "step") -> pathlib.Path:
+    """Mean held-out success vs `x_key` for each labelled curve (points are dicts with
+    `x_key`, "mean_success" and optionally "std"), with the teachers' level dashed."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        x = [p[x_key] for p in points]
+        y = [PERCENT * p["mean_success"] for p in points]
+        err = [PERCENT * p.get("std", 0.0) for p in points]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
+    if teacher_success is not None:
+        ax.axhline(PERCENT * teacher_success, color="gray", ls="--", lw=1, label="teachers")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out success (%)")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+    return pathlib.Path(path)

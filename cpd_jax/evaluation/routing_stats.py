@@ -54,6 +54,35 @@ def per_task_fractions(expert_index, token_tasks, num_experts: int,
     return tasks, out
 
 
+def expert_birth_stages(experts_after_stage: Sequence[int]) -> np.ndarray:
+    """int[E]: the (0-based) stage that created each expert, from the expert count per
+    MoE layer after each finished stage (e.g. [4, 5, 6] -> [0, 0, 0, 0, 1, 2])."""
+    counts = np.asarray(experts_after_stage, np.int64)
+    return np.repeat(np.arange(len(counts)), np.diff(counts, prepend=0))
+
+
+def stage_routing_shares(fractions, task_stage, birth_stage, stage: int) -> dict:
+    """How the routing after `stage` (0-based) splits tasks over old and new experts.
+
+    fractions float[num_blocks, T, E] (`per_task_fractions`); task_stage int[T]: the stage
+    that introduced each task; birth_stage int[E] (`expert_birth_stages`). Returns
+    {"new_tasks_to_new_experts": the share of the routing choices of this stage's tasks
+     that go to experts born in this stage (NaN at stage 0, where every expert is new),
+     "old_tasks_to_later_experts": the share of earlier tasks' choices that go to experts
+     born after the task's own stage (NaN without earlier tasks)},
+    each a mean over layers and tasks.
+    """
+    frac = np.asarray(fractions, np.float64)
+    task_stage, birth = np.asarray(task_stage), np.asarray(birth_stage)
+    new = np.flatnonzero(task_stage == stage)
+    old = np.flatnonzero(task_stage < stage)
+    to_new = (float(np.mean(frac[:, new][..., birth == stage].sum(-1)))
+              if stage > 0 and new.size else float("nan"))
+    moved = [frac[:, j][:, birth > task_stage[j]].sum(-1).mean() for j in old]
+    return {"new_tasks_to_new_experts": to_new,
+            "old_tasks_to_later_experts": float(np.mean(moved)) if moved else float("nan")}
+
+
 def write_fractions_json(path: str, tasks, fractions, task_names=None) -> str:
     """Writes {"tasks": [...], "fractions": [layer][task][expert]}; returns path."""
     names = [str(t) for t in tasks] if task_names is None else list(task_names)

@@ -28,12 +28,9 @@ makes the guarantee hold for any trained biases (an extension, not the paper's r
 The model must be rebuilt with `num_experts = E + n_new` (one recompile per stage):
 `Student(dataclasses.replace(spec, num_experts=growth.num_experts(new_params)))`.
 
-Optimizer state: `transfer_opt_state(old_state, new_state)` copies the leaves of an old
-optax state into a freshly initialised one where the tree path and shape agree, so
-surviving leaves keep their Adam moments and new experts start from zero moments and,
-when their whole optimizer group is new, from Adam step 0 (see its docstring). `cpd_jax.continual.freezing` rebuilds the optimizer per phase, and with it
-the frozen leaves' state disappears (set_to_zero keeps none), so no stale momentum can
-move a frozen leaf.
+Optimizer state is not carried over: every (stage, phase) builds its optimizer and a
+fresh state (`cpd_jax.continual.freezing`; carrying Adam moments across phases and
+stages by tree path measured no better, BUILD_NOTES).
 """
 
 import jax
@@ -44,7 +41,7 @@ from cpd_jax.student import params as params_lib
 from cpd_jax.student.params import num_experts  # re-exported for callers of growth
 
 __all__ = ["DEFAULT_GATE_BIAS_INIT", "expand", "expand_with_sources", "num_experts",
-           "rebuild_opt_state", "sample_sources", "transfer_opt_state"]
+           "sample_sources"]
 
 DEFAULT_GATE_BIAS_INIT = -5.0  # paper Table 6: "gate bias -5.0" for new experts
 _GATE_KERNEL_MODES = ("copy", "zero")
@@ -133,62 +130,3 @@ def expand(params, n_new: int, key: jax.Array, sigma_init: float,
     """
     return expand_with_sources(params, n_new, key, sigma_init, gate_bias_init,
                                gate_kernel, gate_bias_relative)[0]
-
-
-def _path_key(path) -> tuple:
-    """A hashable, structure-independent name for a tree path (dict keys, attrs, index)."""
-    out = []
-    for entry in path:
-        for attr in ("key", "name", "idx"):
-            if hasattr(entry, attr):
-                out.append(getattr(entry, attr))
-                break
-        else:
-            out.append(str(entry))
-    return tuple(out)
-
-
-def _group(path_key: tuple) -> tuple:
-    """The optimizer group a state leaf belongs to: one label of an
-    `optax.multi_transform` state, or the whole state otherwise."""
-    return path_key[:2] if path_key[:1] == ("inner_states",) else ()
-
-
-def transfer_opt_state(old_state, new_state):
-    """Fills a freshly initialised optax state with the old state's values.
-
-    `new_state` is `optimizer.init(new_params)`. Per optimizer group (a label of a
-    `multi_transform` state, else the whole state):
-
-    * every array leaf whose tree path, shape and dtype exist in `old_state` takes the
-      old value (kept Adam moments), every other one keeps its fresh value (zero
-      moments for new experts, or for leaves that changed group);
-    * scalar leaves (the Adam step `count`) are kept only if at least one array leaf of
-      the group was kept. So a group whose params are all new (e.g. `new_expert` after an
-      expansion) restarts Adam from step 0, with its bias correction; a group that only
-      gained leaves (e.g. `gate` after an expansion) keeps its count, and its new leaves
-      start from zero moments under the kept count, i.e. with somewhat damped first steps
-      (about half-size for b1=0.9, b2=0.999 after 20 steps) until the moments fill up.
-    """
-    old = {_path_key(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(old_state)[0]}
-    paths, treedef = jax.tree_util.tree_flatten_with_path(new_state)
-    keys = [_path_key(p) for p, _ in paths]
-
-    def match(key, leaf):
-        prev = old.get(key)
-        return (prev is not None and jnp.shape(prev) == jnp.shape(leaf)
-                and jnp.result_type(prev) == jnp.result_type(leaf))
-
-    kept_groups = {_group(k) for k, (_, leaf) in zip(keys, paths)
-                   if jnp.ndim(leaf) > 0 and match(k, leaf)}
-    leaves = []
-    for key, (_, leaf) in zip(keys, paths):
-        keep = match(key, leaf) and (jnp.ndim(leaf) > 0 or _group(key) in kept_groups)
-        leaves.append(old[key] if keep else leaf)
-    return jax.tree_util.tree_unflatten(treedef, leaves)
-
-
-def rebuild_opt_state(optimizer, old_state, new_params):
-    """`optimizer.init(new_params)` with the old state carried over where it fits
-    (`transfer_opt_state`). Use after an expansion and at every phase switch."""
-    return transfer_opt_state(old_state, optimizer.init(new_params))

@@ -36,10 +36,12 @@ def route_top_k(router_logits: jax.Array, k: int) -> Routing:
                    router_probs=probs)
 
 
-def _cv_squared(x: jax.Array) -> jax.Array:
-    """Squared coefficient of variation var(x) / mean(x)^2 of float[E] (population var)."""
+def _summed_squared_deviation(x: jax.Array) -> jax.Array:
+    """sum_e ((x_e - mean(x)) / mean(x))^2 over the E entries of float[E], i.e.
+    E * CV(x)^2: Eq. (2) sums the squared coefficients of variation over the experts
+    (a mean over experts would weaken the term by 1/E and more so as experts are added)."""
     mean = jnp.mean(x)
-    return jnp.var(x) / (mean**2 + 1e-10)
+    return jnp.sum(jnp.square(x - mean)) / (mean**2 + 1e-10)
 
 
 def expert_importance_and_load(routing: Routing, token_mask: jax.Array | None = None):
@@ -58,6 +60,7 @@ def expert_importance_and_load(routing: Routing, token_mask: jax.Array | None = 
 
 
 def load_balancing_loss(routing: Routing, token_mask: jax.Array | None = None) -> jax.Array:
-    """Eq. (2): L_aux = (CV(importance)^2 + CV(load)^2) / 2, a float32 scalar."""
+    """Eq. (2): L_aux = (sum_e CV_e(importance)^2 + sum_e CV_e(load)^2) / 2, a float32
+    scalar, with CV_e(x)^2 = ((x_e - mean x) / mean x)^2 summed over the E experts."""
     importance, load = expert_importance_and_load(routing, token_mask)
-    return 0.5 * (_cv_squared(importance) + _cv_squared(load))
+    return 0.5 * (_summed_squared_deviation(importance) + _summed_squared_deviation(load))

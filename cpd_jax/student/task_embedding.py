@@ -17,8 +17,13 @@ masked out of the denominator), and the loss is the mean of l_i over anchors tha
 at least one positive.
 
 The encoder's params are separate from the student's (`embed` is a pure function of
-them): the encoder is trained by InfoNCE only, before distillation, and the pipeline
-concatenates `embed(...)` to every observation.
+them): the encoder is trained by InfoNCE, before each stage's distillation, and the
+pipeline concatenates `embed(...)` to every observation.
+
+Continual use (`train_task_encoder(init=..., anchor=...)`): a later stage starts from
+the previous stage's encoder and input statistics, and adds a z-stability term on
+old tasks' (replay) windows, anchor_coef * mean(1 - cos(z, z_prev)), so the z the frozen
+student backbone has learned to read for an old task stays where it was.
 
 Params layout (everything `embed` needs, so the architecture is read off the params):
     {"net": {"hidden_0": Dense, ..., "out": Dense},
@@ -49,6 +54,7 @@ class TaskEncoderConfig:
     weight_decay: float = 1e-4  # AdamW
     steps: int = 300  # gradient steps
     batch_size: int = 256  # windows per step, sampled class-balanced
+    anchor_coef: float = 1.0  # weight of the z-stability term of a warm start
     min_std: float = 1e-3  # floor on the input std (constant features, e.g. padding)
 
     @classmethod
@@ -183,32 +189,60 @@ def _balanced_probs(task_ids: np.ndarray) -> np.ndarray:
     return p / p.sum()
 
 
+def cosine_distance(z, z_ref):
+    """float[N]: 1 - cos(z_n, z_ref_n) for z, z_ref float[N, E]."""
+    return 1.0 - jnp.sum(_l2_normalize(z) * _l2_normalize(z_ref), axis=-1)
+
+
 def train_task_encoder(key, windows: Windows, task_ids, config: TaskEncoderConfig,
-                       return_losses: bool = False):
+                       return_losses: bool = False, init=None, anchor=None):
     """Trains the encoder with InfoNCE on `windows` (leading axis N) labelled by
     task_ids int[N]. Class-balanced batches of config.batch_size (with replacement),
-    AdamW, jitted step. Returns params (and the per-step losses f32[steps] if asked)."""
+    AdamW, jitted step.
+
+    init: params of a previous encoder: training starts from them and keeps their input
+      statistics (a warm start; otherwise fresh params and statistics of `windows`).
+    anchor: optional (Windows with leading axis M, z_target float32[M, E]); each step also
+      minimises config.anchor_coef * mean(1 - cos(z, z_target)) over a uniform batch of
+      them.
+    Returns params (and the per-step losses f32[steps] if asked).
+    """
     task_ids = np.asarray(task_ids)
     if len(np.unique(task_ids)) < 2:
         raise ValueError("InfoNCE needs windows of at least two tasks")
-    mean, std = input_statistics(windows, config.min_std)
     init_key, loop_key = jax.random.split(key)
-    params = init_params(init_key, config, mean, std)
+    if init is None:
+        mean, std = input_statistics(windows, config.min_std)
+        params = init_params(init_key, config, mean, std)
+    else:
+        params = init
+    frozen = {"input_mean": params["input_mean"], "input_std": params["input_std"]}
     data = jax.tree.map(jnp.asarray, windows)
     ids = jnp.asarray(task_ids, jnp.int32)
     probs = jnp.asarray(_balanced_probs(task_ids), jnp.float32)
+    anchor = None if anchor is None else jax.tree.map(jnp.asarray, anchor)
     opt = optax.adamw(config.learning_rate, weight_decay=config.weight_decay)
-    frozen = {"input_mean": mean, "input_std": std}  # statistics are not trained
 
-    def loss_fn(net, batch, batch_ids):
+    def loss_fn(net, batch, batch_ids, anchor_batch):
         z = embed({"net": net, **frozen}, *batch)
-        return info_nce_loss(z, batch_ids, config.temperature)
+        loss = info_nce_loss(z, batch_ids, config.temperature)
+        if anchor_batch is not None:
+            anchor_windows, target = anchor_batch
+            z_anchor = embed({"net": net, **frozen}, *anchor_windows)
+            loss = loss + config.anchor_coef * jnp.mean(cosine_distance(z_anchor, target))
+        return loss
 
     @jax.jit
     def step(net, opt_state, key):
-        idx = jax.random.choice(key, ids.shape[0], (config.batch_size,), p=probs)
+        k_batch, k_anchor = jax.random.split(key)
+        idx = jax.random.choice(k_batch, ids.shape[0], (config.batch_size,), p=probs)
         batch = jax.tree.map(lambda a: a[idx], data)
-        loss, grads = jax.value_and_grad(loss_fn)(net, batch, ids[idx])
+        anchor_batch = None
+        if anchor is not None:
+            a_idx = jax.random.randint(k_anchor, (config.batch_size,), 0,
+                                       anchor[1].shape[0])
+            anchor_batch = jax.tree.map(lambda a: a[a_idx], anchor)
+        loss, grads = jax.value_and_grad(loss_fn)(net, batch, ids[idx], anchor_batch)
         updates, opt_state = opt.update(grads, opt_state, net)
         return optax.apply_updates(net, updates), opt_state, loss
 

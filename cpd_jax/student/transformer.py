@@ -11,7 +11,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cpd_jax.envs.tasks import OBS_DIM
 from cpd_jax.student.moe import MoE
+
+TASK_CONTEXT = "task_context"  # params subtree projecting the task context (trainable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +65,18 @@ class Block(nn.Module):
 
 
 class Student(nn.Module):
-    """Maps (inputs float32[B, L, F], valid bool[B, L]) to
-    (actions float32[B, L, A], aux dict with 'aux_loss' float32[] (mean over blocks) and
-    'expert_index' int32[num_blocks, B*L, k])."""
+    """Maps (inputs float32[B, L, 39 + C], valid bool[B, L]) to
+    (actions float32[B, L, A], aux dict with 'aux_loss' float32[] (mean over blocks),
+    'expert_index' int32[num_blocks, B*L, k] and 'router_probs' float32[num_blocks, B*L, E]).
+
+    The first 39 input features are the observation, the other C the task context
+    (one-hot id or contrastive z, `cpd_jax.student.inputs`). The input projection is
+    `embed(obs) + task_context(context)`: the same function as one Dense over the 55
+    concatenated features, but split so that the task-context rows are their own
+    subtree, which stays trainable while the backbone (`embed`, ...) is frozen (§4.5:
+    "updates are restricted to the MoE layers and the Task Embedding module"). Otherwise
+    the rows of tasks introduced after stage 1 would never receive a gradient.
+    """
 
     spec: StudentSpec
 
@@ -74,16 +86,19 @@ class Student(nn.Module):
         length = inputs.shape[1]
         if length > s.seq_len:
             raise ValueError(f"window of {length} steps > seq_len {s.seq_len}")
-        x = nn.Dense(s.dim, name="embed")(inputs)
+        x = nn.Dense(s.dim, name="embed")(inputs[..., :OBS_DIM])
+        if inputs.shape[-1] > OBS_DIM:
+            x = x + nn.Dense(s.dim, use_bias=False, name=TASK_CONTEXT)(inputs[..., OBS_DIM:])
         pos = self.param("pos_embed", nn.initializers.normal(0.02), (s.seq_len, s.dim))
         x = x + pos[:length]
         mask = attention_mask(valid)
-        aux_losses, indices = [], []
+        aux_losses, indices, probs = [], [], []
         for i in range(s.num_blocks):
             x, routing, aux = Block(s, name=f"block_{i}")(x, mask, valid)
             aux_losses.append(aux)
             indices.append(routing.expert_index)
+            probs.append(routing.router_probs)
         x = nn.LayerNorm(name="ln_final")(x)
         actions = nn.Dense(s.action_dim, name="action_head")(x)
         return actions, {"aux_loss": jnp.mean(jnp.stack(aux_losses)),
-                         "expert_index": jnp.stack(indices)}
+                         "expert_index": jnp.stack(indices), "router_probs": jnp.stack(probs)}

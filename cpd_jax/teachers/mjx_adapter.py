@@ -35,7 +35,8 @@ class MjxTaskEnv:  # the runner caches compiled functions per env object
     """`ppo.Env` over one MJX Meta-World task.
 
     variations: "mt50" draws each episode's variation uniformly from the task's 50
-    MT50(seed=0) rand_vecs (the ones evaluation and rollout collection use);
+    MT50(seed=0) rand_vecs (the training goals rollout collection uses; the held-out
+    goals of `cpd_jax.envs.variations` are never drawn);
     "random" samples a fresh variation from the task's reset space.
     """
 
@@ -73,7 +74,7 @@ def make_mjx_env(task: str, variations: str = "mt50") -> MjxTaskEnv:
     rand_vecs = None
     if variations == "mt50":
         from cpd_jax.envs import variations as variations_lib
-        rand_vecs = np.asarray(variations_lib.all_rand_vecs()[task], np.float32)
+        rand_vecs = np.asarray(variations_lib.train_rand_vecs(task), np.float32)
     return MjxTaskEnv(sawyer=sawyer.SawyerEnv(task), rand_vecs=rand_vecs, variations=variations)
 
 

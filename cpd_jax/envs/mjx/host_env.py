@@ -64,7 +64,11 @@ class MjxHostEnv:
         self._steps[:] = 0
         return obs
 
-    def step(self, actions: np.ndarray) -> Transition:
+    def close(self) -> None:
+        self._states = {}
+
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> Transition:
+        del active  # a batched MJX step costs the same with or without the finished envs
         if not self._states:
             raise RuntimeError("call reset() first")
         if np.any(self._steps >= MAX_EPISODE_STEPS):

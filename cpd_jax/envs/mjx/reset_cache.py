@@ -38,16 +38,16 @@ def hand_reset_state(task: str) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=None)
 def mt50_reset_states(task: str) -> dict[str, np.ndarray]:
-    """{rand_vec float64[50, d], qpos [50, nq], qvel [50, nv]}: the physics state right
-    after metaworld's own `reset()` for each of the 50 MT50 variations (the protocol's
-    episodes, `cpd_jax.envs.variations`).
+    """{rand_vec float64[V, d], qpos [V, nq], qvel [V, nv]}: the physics state right
+    after metaworld's own `reset()` for each of the V = 100 variations (training and
+    held-out goals, `cpd_jax.envs.variations`).
 
     For tasks whose hand settle touches a variation-dependent fixture (door-lock's lock,
     disassemble's nut landing on the moved peg) the post-reset state depends on the
     variation, and the MJX re-simulation of the settle (float32, reduced contacts) does
     not reproduce how the nut spins on the peg (chaotic: up to 0.25 in the quaternion).
-    Those tasks look their reset up here when the variation is an MT50 one and fall
-    back to the simulated settle otherwise (random training variations). ~2 s/task.
+    Those tasks look their reset up here when the variation is one of these and fall
+    back to the simulated settle otherwise (random training variations). ~4 s/task.
     """
     from cpd_jax.envs import variations
     from cpd_jax.envs.reference import make_metaworld_env, set_variation

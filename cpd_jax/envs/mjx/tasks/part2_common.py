@@ -21,7 +21,7 @@ def fingers_with(*targets: GeomSel, claws: bool = True) -> list[tuple[GeomSel, G
 
 def mt50_reset_lookup(env, rand_vec, qpos, qvel):
     """(qpos float32[nq], qvel float32[nv]): the reference's post-reset state from
-    `env.mt50_resets` when `rand_vec` is one of the 50 MT50 variations (max abs
+    `env.mt50_resets` when `rand_vec` is one of the 100 variations (max abs
     difference < 1e-5), else the given (simulated) qpos/qvel."""
     import jax.numpy as jnp
 

@@ -1,0 +1,119 @@
+"""One stage of Algorithm 1 in isolation: the aux-loss schedule over a stage, the task
+context's gradient at stage >= 2, the warm-started task encoder, routing shares."""
+
+import jax
+import numpy as np
+import pytest
+
+from cpd_jax import distillation, pipeline
+from cpd_jax.configs import mt25_5stage_cpu
+from cpd_jax.continual import freezing, stages
+from cpd_jax.continual.methods import get_method
+from cpd_jax.evaluation import routing_stats
+from cpd_jax.student import growth
+from cpd_jax.student.inputs import identity_obs_norm
+
+L = 4
+
+
+def _config():
+    c = mt25_5stage_cpu.get_config()
+    c.student.dim, c.student.num_blocks, c.student.num_experts, c.student.seq_len = 16, 1, 2, L
+    c.distill.batch_size, c.distill.max_steps, c.distill.log_every = 16, 12, 1
+    c.parallel.data_parallel = False
+    return c
+
+
+def _stage2(c, fake_trajectories, task="push-v3"):
+    """Stage-1 params of the config's student, expanded for stage 2, and a source of
+    `task`'s data."""
+    _, params = pipeline.init_student(c, jax.random.PRNGKey(0))
+    num_old = growth.num_experts(params)
+    params = growth.expand(params, 1, jax.random.PRNGKey(1), 0.01)
+    source = distillation.make_window_source([fake_trajectories(task, n=4)], L)
+    return params, num_old, source
+
+
+def test_aux_lambda_at_step_k_of_a_stage_is_the_table_6_formula(fake_trajectories):
+    """lambda_k = max(0.01 - decay * k, 1e-4) for k = 0.. over the whole stage: phase 2
+    continues phase 1's count (the decay is raised so the floor is reached in 12 steps)."""
+    c = _config()
+    c.distill.aux_coef_decay = 1e-3
+    params, num_old, source = _stage2(c, fake_trajectories)
+    _, curve = stages.train_stage(c, get_method("ours"), params, num_old, 2, source,
+                                  identity_obs_norm(), jax.random.PRNGKey(2))
+    assert [m["phase"] for m in curve] == [1] * 6 + [2] * 6
+    for k, m in enumerate(curve):  # the k-th step of the stage (0-based)
+        assert m["step"] == k + 1
+        assert m["aux_coef"] == pytest.approx(max(0.01 - 1e-3 * k, 1e-4), rel=1e-6)
+
+
+@pytest.mark.parametrize("old_task_context", ["frozen", "trainable"])
+def test_task_context_receives_gradient_at_stage_2_while_the_backbone_is_frozen(
+        fake_trajectories, old_task_context):
+    c = _config()
+    c.continual.old_task_context = old_task_context
+    params, num_old, source = _stage2(c, fake_trajectories, "push-v3")  # worker id 1
+    new, _ = stages.train_stage(c, get_method("ours"), params, num_old, 2, source,
+                                identity_obs_norm(), jax.random.PRNGKey(2),
+                                stage_tasks=("push-v3",))
+    ctx_before, ctx_after = params["task_context"]["kernel"], new["task_context"]["kernel"]
+    assert np.abs(np.asarray(ctx_after[1] - ctx_before[1])).max() > 1e-3  # push learned
+    if old_task_context == "frozen":  # reach (an older task's row): bitwise unchanged
+        assert np.asarray(ctx_after[0]).tobytes() == np.asarray(ctx_before[0]).tobytes()
+    else:  # reach has no data here: its row only feels AdamW's weight decay
+        decay = (1 - c.distill.learning_rate * c.distill.weight_decay) ** c.distill.max_steps
+        np.testing.assert_allclose(ctx_after[0], ctx_before[0] * decay, rtol=1e-5, atol=1e-7)
+    for name in ("embed", "pos_embed", "action_head"):  # backbone: bitwise frozen
+        for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(new[name])):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), name
+    assert freezing.TASK_CONTEXT in freezing.trainable_labels(2, 1)
+    assert freezing.TASK_CONTEXT in freezing.trainable_labels(5, 2)
+
+
+def _separable(task, seed, fake_trajectories):
+    traj = fake_trajectories(task, n=6, t=40, seed=seed)
+    traj.obs[:] += 3.0 * seed  # each task its own observation region
+    return traj
+
+
+def test_warm_started_encoder_keeps_old_tasks_z_without_new_data(fake_trajectories):
+    c = _config()
+    c.task_encoder.steps, c.task_encoder.batch_size, c.task_encoder.hidden = 150, 64, (32,)
+    old = [_separable(t, i, fake_trajectories) for i, t in enumerate(["reach-v3", "push-v3"])]
+    encoder, drift = stages.train_encoder(c, old, jax.random.PRNGKey(0))
+    assert drift == {}  # stage 1: no old task
+    warm, drift = stages.train_encoder(c, old, jax.random.PRNGKey(1), previous=encoder,
+                                       old_tasks=["reach-v3", "push-v3"])
+    assert set(drift) == {"reach-v3", "push-v3"}
+    assert max(drift.values()) < 0.02, drift  # mean 1 - cos(z_after, z_before)
+    np.testing.assert_array_equal(warm["input_mean"], encoder["input_mean"])
+    # the drift reported is the one measured independently on the same windows
+    windows, ids = stages.encoder_windows(c, old)
+    z0 = np.asarray(jax.jit(stages.task_embedding.embed)(encoder, *windows))
+    z1 = np.asarray(jax.jit(stages.task_embedding.embed)(warm, *windows))
+    cos = np.sum(z0 * z1, -1) / np.linalg.norm(z0, axis=-1) / np.linalg.norm(z1, axis=-1)
+    np.testing.assert_allclose(drift["reach-v3"], np.mean(1 - cos[ids == 0]), atol=1e-5)
+
+
+def test_routing_shares_by_hand():
+    # 3 tasks (stages 0, 0, 1), 2 layers, experts born at stages [0, 0, 1]
+    birth = routing_stats.expert_birth_stages([2, 3])
+    np.testing.assert_array_equal(birth, [0, 0, 1])
+    frac = np.array([[[1.0, 0.0, 0.0], [0.5, 0.3, 0.2], [0.0, 0.4, 0.6]],
+                     [[0.9, 0.0, 0.1], [0.5, 0.5, 0.0], [0.2, 0.0, 0.8]]])
+    shares = routing_stats.stage_routing_shares(frac, np.array([0, 0, 1]), birth, stage=1)
+    assert shares["new_tasks_to_new_experts"] == pytest.approx((0.6 + 0.8) / 2)
+    assert shares["old_tasks_to_later_experts"] == pytest.approx((0.0 + 0.2 + 0.1 + 0.0) / 4)
+    first = routing_stats.stage_routing_shares(frac[:, :2, :2], np.array([0, 0]), [0, 0], 0)
+    assert np.isnan(first["new_tasks_to_new_experts"])
+    assert np.isnan(first["old_tasks_to_later_experts"])
+
+
+def test_one_task_first_stage_with_contrastive_context_is_refused_before_any_work(tmp_path):
+    c = mt25_5stage_cpu.get_config()
+    c.student.task_context = "contrastive"
+    c.continual.stage_sizes = (1, 4, 5, 5, 5, 5)
+    with pytest.raises(ValueError, match="at least two tasks"):
+        stages.run_continual(c, tmp_path)
+    assert not (tmp_path / "data").exists()
