@@ -121,7 +121,8 @@ def _run(R_, seed, method="ours"):
     for k, row in enumerate(summary):
         row["teacher_recovery"] = metrics.teacher_recovery(R_[k, SOT <= k], teacher[SOT <= k])
     stages = [{"stage": k, "routing": {"new_tasks_to_new_experts": 0.5 + 0.1 * seed,
-                                       "old_tasks_to_later_experts": 0.1}}
+                                       "old_tasks_to_later_experts": 0.1},
+               "phase_mse": [{"phase": 1, "mse": {"a": 0.002, "b": 0.004 + seed}}]}
               for k in range(R_.shape[0])]
     return {"method": method, "seed": seed, "summary": summary, "stages": stages,
             "wall_time_s": 10.0 + seed, "evaluation": None}
@@ -134,8 +135,9 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
     paths = report.write_table2(tmp_path, runs, paper_final={"ours": (69.4, 2.3)})
     assert all(p.exists() for p in paths.values())
     assert paths["png"].read_bytes()[:4] == PNG_MAGIC
+    table = paths["md"].read_text().split("\n\n")[0]  # the Table 2 layout comes first
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in paths["md"].read_text().splitlines()[2:] if line.startswith("| ")}
+            for line in table.splitlines()[2:]}
     accs = np.array([metrics.average_accuracy(r, 2, SOT) for r in (R, r_seed1)])
     bwts = np.array([metrics.backward_transfer(r, SOT, 2) for r in (R, r_seed1)])
     expected = (f"{100 * accs.mean():.1f} ± {100 * accs.std(ddof=1):.1f} / "
@@ -152,3 +154,6 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
     assert ours["per_stage"][2]["Acc_mean"] == pytest.approx(accs.mean())
     assert ours["per_stage"][0]["BWT_mean"] is None
     assert ours["per_stage"][1]["new_tasks_to_new_experts_mean"] == pytest.approx(0.55)
+    # mean over tasks, then over seeds: (0.003 + 0.503) / 2
+    assert ours["per_stage"][0]["mse_phase1_mean"] == pytest.approx(0.253)
+    assert "new → new 55.0, old → later 10.0; MSE 253.0" in paths["md"].read_text()

@@ -363,7 +363,7 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
     run = _restore(ckpt, config)
     seed_key = jax.random.PRNGKey(config.seed)
     last = len(stages) if max_stages is None else min(max_stages, len(stages))
-    prev_data = None  # the previous stage's teacher data (EWC's Fisher, KL's targets)
+    prev_data = None  # the previous stage's teacher data (EWC's Fisher)
     load = lambda t: pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
     for k in range(run.stages_done if run else 0, last):
         t0 = time.time()
@@ -401,16 +401,16 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
             previous = None if method.fresh_student else run.encoder
             run.encoder, drift = train_encoder(config, data + replayed, k_enc, previous,
                                                old_tasks=seen[:-len(stages[k])])
-        penalty_fn = None
+        penalty_fn, prev_source = None, None
         if prev_params is not None:
-            prev_model = _student(config, num_experts(prev_params))
-            if prev_data is None and method.penalty == "ewc":  # resumed here: reload it
-                prev_data = [load(t) for t in stages[k - 1]]
-            prev_source = (distillation.make_window_source(prev_data, config.student.seq_len)
-                           if method.penalty == "ewc" else None)
-            penalty_fn = _penalty(config, method, prev_model, prev_params, prev_source,
-                                  obs_norm, k_pen, [MT25_TASKS.index(t) for t in seen
-                                                    if t not in stages[k]])
+            if method.penalty == "ewc":
+                if prev_data is None:  # resumed at this stage: reload it from disk
+                    prev_data = [load(t) for t in stages[k - 1]]
+                prev_source = distillation.make_window_source(prev_data,
+                                                              config.student.seq_len)
+            penalty_fn = _penalty(config, method, _student(config, num_experts(prev_params)),
+                                  prev_params, prev_source, obs_norm, k_pen,
+                                  [MT25_TASKS.index(t) for t in seen if t not in stages[k]])
         phase_mse, evals = [], []
 
         def after_phase(phase, params):

@@ -159,6 +159,11 @@ def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
             values = [log["routing"][share] for log in logs if "routing" in log]
             if values:
                 row[f"{share}_mean"], row[f"{share}_std"] = _stats(values)
+        phases = {p["phase"] for log in logs for p in log.get("phase_mse", [])}
+        for phase in sorted(phases):  # mean over tasks, then mean/std over seeds
+            values = [np.mean(list(p["mse"].values())) for log in logs
+                      for p in log["phase_mse"] if p["phase"] == phase]
+            row[f"mse_phase{phase}_mean"], row[f"mse_phase{phase}_std"] = _stats(values)
     return {"method": method, "seeds": seeds,
             "final_acc": [PERCENT * f["Acc"] for f in final],
             "final_bwt": [PERCENT * f["BWT"] for f in final],
@@ -207,6 +212,26 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
               "(success now − success after its own stage); teacher recovery = student / "
               "teacher success after the last stage; percent, mean ± sample std over seeds; "
               "— = undefined or not given.", "", evaluation_note(evaluation)]
+    lines += ["", "Per stage: new → new = share of the stage's new tasks' tokens routed to the "
+              "experts born in that stage; old → later = share of earlier tasks' tokens routed "
+              "to experts born after their own stage (held-out teacher windows, mean over MoE "
+              "layers); MSE p1 / p2 = held-out teacher-action MSE at the end of phase 1 / 2 "
+              "(mean over the seen tasks; x1000). Means over seeds.", "",
+              "| method | " + " | ".join(f"stage {k + 1}" for k in range(num_stages)) + " |",
+              "|" + " --- |" * (num_stages + 1)]
+    for e in entries:
+        cells = [e["method"]]
+        for row in e["per_stage"]:
+            parts = []
+            if "new_tasks_to_new_experts_mean" in row:
+                parts.append(f"new → new {_pct(row['new_tasks_to_new_experts_mean'])}, "
+                             f"old → later {_pct(row['old_tasks_to_later_experts_mean'])}")
+            mse = [f"{1000 * row[f'mse_phase{p}_mean']:.1f}" for p in (1, 2)
+                   if math.isfinite(row.get(f"mse_phase{p}_mean", float("nan")))]
+            if mse:
+                parts.append("MSE " + " / ".join(mse))
+            cells.append("; ".join(parts) or "—")
+        lines.append("| " + " | ".join(cells) + " |")
     paths["md"].write_text("\n".join(lines) + "\n")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
