@@ -26,6 +26,7 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/table9", "where runs go")
 _OUT = flags.DEFINE_string("out", "experiments/results/table9_routing", "output prefix")
 _SEEDS = flags.DEFINE_list("seeds", "0", "seeds")
 _STEPS = flags.DEFINE_integer("steps", 10000, "gradient steps")
+_OVERRIDES = flags.DEFINE_multi_string("override", [], "extra --config.x=y for every run")
 
 SETTINGS = {
     "with_aux": [],
@@ -59,7 +60,7 @@ def main(argv):
             r = common.run_main(_CONFIG.value, workdir, [
                 "--config.method=ours", tasks, "--config.continual.stage_sizes=(10,)",
                 f"--config.seed={s}", f"--config.distill.max_steps={_STEPS.value}",
-                f"--config.data.dir={root / 'data'}", *extra])
+                f"--config.data.dir={root / 'data'}", *extra, *_OVERRIDES.value])
             routing = json.loads((workdir / "routing.json").read_text())
             fractions = np.asarray(routing["fractions"])
             per_seed.append({"seed": int(s), "success": r["summary"][0]["Acc"],
@@ -71,11 +72,15 @@ def main(argv):
         table[name] = per_seed
         first = per_seed[0]
         success = np.array([p["success"] for p in per_seed])
+        cv2 = np.array([p["load_cv2"] for p in per_seed])  # [seeds, layers]
+        entropy = np.array([p["task_entropy_nats"] for p in per_seed])
         lines += [f"## {name}", "",
-                  f"held-out success {100 * success.mean():.1f}% ({len(success)} seeds); "
-                  f"load CV² per layer {[round(v, 3) for v in first['load_cv2']]}; mean task "
-                  f"routing entropy per layer {[round(v, 2) for v in first['task_entropy_nats']]}"
-                  f" nats (uniform = {first['max_entropy_nats']:.2f})", ""]
+                  f"held-out success {100 * success.mean():.1f} ± "
+                  f"{100 * success.std(ddof=1) if len(success) > 1 else float('nan'):.1f}% "
+                  f"({len(success)} seeds, ± = sample std over seeds); per layer, mean over seeds: "
+                  f"load CV² {np.round(cv2.mean(0), 3).tolist()}, mean task routing entropy "
+                  f"{np.round(entropy.mean(0), 2).tolist()} nats (uniform = "
+                  f"{first['max_entropy_nats']:.2f})", ""]
         for layer, frac in enumerate(np.asarray(first["fractions"])):
             header = ["task"] + [f"e{e}" for e in range(frac.shape[1])]
             lines += [f"layer {layer} (seed {first['seed']}), share of each task's tokens:", "",

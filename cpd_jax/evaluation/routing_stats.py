@@ -173,7 +173,9 @@ def plot_task_embedding_pca(z, task_ids, task_names, out_dir: str,
     for i, task in enumerate(np.unique(task_ids)):
         sel = task_ids == task
         label = str(task) if task_names is None else str(task_names[int(task)])
-        ax.scatter(coords[sel, 0], coords[sel, 1], s=8, color=cmap(i % 20), label=label)
+        # tab20 has 20 colours: past 20 tasks the marker tells tasks of one colour apart
+        ax.scatter(coords[sel, 0], coords[sel, 1], s=8, color=cmap(i % 20),
+                   marker="o^s"[(i // 20) % 3], label=label)
     ax.set_xlabel(f"PC1 ({ratio[0]:.0%})")
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%})")
     ax.legend(fontsize=6, markerscale=2, loc="best")
