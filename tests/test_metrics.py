@@ -145,8 +145,9 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
     assert rows["ours"][0] == "2" and rows["ours"][3] == expected
     assert rows["ours"][1] == "70.0 ± 0.0 / —"  # stage 1: both seeds equal, no BWT
     assert rows["ours"][-1] == "69.4 / +2.3" and rows["finetune"][-1] == "—"
-    assert rows["finetune"][3] == "62.5 ± 0.0 / -26.7 ± 0.0"
+    assert rows["finetune"][3] == "62.5 / -26.7"  # one seed: no spread to show
     table = json.loads(paths["json"].read_text())
+    assert table["methods"][1]["per_stage"][2]["Acc_std"] is None
     ours = table["methods"][0]
     assert ours["method"] == "ours" and ours["seeds"] == [0, 1]
     np.testing.assert_allclose(ours["final_acc"], 100 * accs)

@@ -102,8 +102,8 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
 
 
 def _std(values: np.ndarray) -> float:
-    """Sample std over seeds (ddof=1); 0 for a single seed."""
-    return float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+    """Sample std over seeds (ddof=1); NaN for a single seed (no spread is measured)."""
+    return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
 
 
 def _stats(values) -> tuple[float, float]:
@@ -139,6 +139,8 @@ def aggregate(results: Mapping[str, Sequence[Sequence[dict]]], keys=("Acc", "BWT
 def _mean_std(mean: float, std: float) -> str:
     if not math.isfinite(mean):
         return "—"
+    if not math.isfinite(std):  # one seed
+        return f"{PERCENT * mean:.1f}"
     return f"{PERCENT * mean:.1f} ± {PERCENT * std:.1f}"
 
 
@@ -242,7 +244,7 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
             mean = PERCENT * np.array([r[f"{key}_mean"] for r in rows])
             std = PERCENT * np.array([r[f"{key}_std"] for r in rows])
             ok = np.isfinite(mean)
-            ax.errorbar(stages[ok], mean[ok], yerr=std[ok], marker="o", capsize=3,
+            ax.errorbar(stages[ok], mean[ok], yerr=np.nan_to_num(std[ok]), marker="o", capsize=3,
                         label=e["method"])
     for ax, key in zip(axes, ("Acc", "BWT")):
         ax.set_xlabel("stage")
