@@ -23,6 +23,13 @@ def test_average_accuracy_by_hand():
     assert metrics.average_accuracy(R, 1) == pytest.approx(0.7)
 
 
+def test_new_task_accuracy_by_hand():
+    assert metrics.new_task_accuracy(R, SOT, 0) == pytest.approx((0.8 + 0.6) / 2)
+    assert metrics.new_task_accuracy(R, SOT, 1) == pytest.approx(0.9)
+    assert metrics.new_task_accuracy(R, SOT, 2) == pytest.approx(1.0)
+    assert math.isnan(metrics.new_task_accuracy(R, np.array([0, 0, 2, 2]), 1))
+
+
 def test_backward_transfer_by_hand():
     assert math.isnan(metrics.backward_transfer(R, SOT, 0))
     assert metrics.backward_transfer(R, SOT, 1) == pytest.approx(((0.5 - 0.8) + (0.7 - 0.6)) / 2)
@@ -125,6 +132,8 @@ def _run(R_, seed, method="ours"):
                "phase_mse": [{"phase": 1, "mse": {"a": 0.002, "b": 0.004 + seed}}]}
               for k in range(R_.shape[0])]
     return {"method": method, "seed": seed, "summary": summary, "stages": stages,
+            "R": [[None if math.isnan(v) else v for v in row] for row in R_.tolist()],
+            "stage_of_task": SOT.tolist(),
             "wall_time_s": 10.0 + seed, "evaluation": None}
 
 
@@ -158,3 +167,6 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
     # mean over tasks, then over seeds: (0.003 + 0.503) / 2
     assert ours["per_stage"][0]["mse_phase1_mean"] == pytest.approx(0.253)
     assert "new → new 55.0, old → later 10.0; MSE 253.0" in paths["md"].read_text()
+    # stage 3's new task (task 3): 1.0 in seed 0, 0.6 in seed 1
+    assert ours["per_stage"][2]["new_task_acc_mean"] == pytest.approx(0.8)
+    assert "| ours | new tasks 70.0; new → new 55.0" in paths["md"].read_text()

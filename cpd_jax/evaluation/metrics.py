@@ -76,6 +76,15 @@ def backward_transfer(R, stage_of_task, stage: int) -> float:
     return float(np.mean(R[stage, old] - R[sot[old], old]))
 
 
+def new_task_accuracy(R, stage_of_task, stage: int) -> float:
+    """Plasticity at `stage`: mean success of the tasks introduced at `stage`, right after
+    it (mean_j R[stage, j] over sot[j] == stage). NaN when the stage introduced no task."""
+    R, sot = _check(R, stage_of_task)
+    _check_stage(R, stage)
+    new = np.flatnonzero(sot == stage)
+    return float(np.mean(R[stage, new])) if new.size else float("nan")
+
+
 def max_forgetting(R, stage_of_task, stage: int) -> float:
     """Largest drop of any earlier task from its best past value to its value at `stage`.
 

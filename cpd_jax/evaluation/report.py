@@ -156,6 +156,10 @@ def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
     per_stage = aggregate({method: [r["summary"] for r in runs]},
                           keys=("Acc", "BWT", "teacher_recovery"))[method]
     for k, row in enumerate(per_stage):
+        new_acc = [metrics.new_task_accuracy(r["R"], r["stage_of_task"], k) for r in runs
+                   if "R" in r and k < len(r["R"])]
+        if new_acc:
+            row["new_task_acc_mean"], row["new_task_acc_std"] = _stats(new_acc)
         logs = [r["stages"][k] for r in runs if k < len(r.get("stages", []))]
         for share in ("new_tasks_to_new_experts", "old_tasks_to_later_experts"):
             values = [log["routing"][share] for log in logs if "routing" in log]
@@ -214,7 +218,8 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
               "(success now − success after its own stage); teacher recovery = student / "
               "teacher success after the last stage; percent, mean ± sample std over seeds; "
               "— = undefined or not given.", "", evaluation_note(evaluation)]
-    lines += ["", "Per stage: new → new = share of the stage's new tasks' tokens routed to the "
+    lines += ["", "Per stage: new tasks = the stage's new tasks' success right after it "
+              "(plasticity; Acc mixes it with forgetting); new → new = share of the stage's new tasks' tokens routed to the "
               "experts born in that stage; old → later = share of earlier tasks' tokens routed "
               "to experts born after their own stage (held-out teacher windows, mean over MoE "
               "layers); MSE p1 / p2 = held-out teacher-action MSE at the end of phase 1 / 2 "
@@ -225,6 +230,8 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
         cells = [e["method"]]
         for row in e["per_stage"]:
             parts = []
+            if "new_task_acc_mean" in row:
+                parts.append(f"new tasks {_pct(row['new_task_acc_mean'])}")
             if "new_tasks_to_new_experts_mean" in row:
                 parts.append(f"new → new {_pct(row['new_tasks_to_new_experts_mean'])}, "
                              f"old → later {_pct(row['old_tasks_to_later_experts_mean'])}")
