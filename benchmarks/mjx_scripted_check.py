@@ -24,9 +24,13 @@ import argparse
 import ast
 import json
 import os
+import pathlib
 import time
 
 import numpy as np
+
+REFERENCE_JSON = (pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" /
+                  "scripted_policy_success_reference.json")
 
 CACHE = os.environ.get("CPD_JAX_CACHE", os.path.expanduser("~/.cache/cpd_jax"))
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(CACHE, "jax_cc"))
@@ -112,7 +116,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     a = p.parse_args()
     over = ast.literal_eval(a.edits) if a.edits else None
-    ref = json.load(open("/work/shared/reference/scripted_policy_success_reference.json"))
+    ref = json.loads(REFERENCE_JSON.read_text())
     t0 = time.perf_counter()
     out = dict(task=a.task, backend=a.backend, episodes=a.episodes, edits=a.edits,
                reference=ref.get(a.task))
