@@ -77,7 +77,8 @@ def main(argv):
         lines += [f"## {name}", "",
                   f"held-out success {100 * success.mean():.1f} ± "
                   f"{100 * success.std(ddof=1) if len(success) > 1 else float('nan'):.1f}% "
-                  f"({len(success)} seeds, ± = sample std over seeds); per layer, mean over seeds: "
+                  f"({len(success)} seeds, ± = sample std over seeds); per layer, mean over "
+                  f"seeds: "
                   f"load CV² {np.round(cv2.mean(0), 3).tolist()}, mean task routing entropy "
                   f"{np.round(entropy.mean(0), 2).tolist()} nats (uniform = "
                   f"{first['max_entropy_nats']:.2f})", ""]

@@ -219,9 +219,9 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
               "teacher success after the last stage; percent, mean ± sample std over seeds; "
               "— = undefined or not given.", "", evaluation_note(evaluation)]
     lines += ["", "Per stage: new tasks = the stage's new tasks' success right after it "
-              "(plasticity; Acc mixes it with forgetting); new → new = share of the stage's new tasks' tokens routed to the "
-              "experts born in that stage; old → later = share of earlier tasks' tokens routed "
-              "to experts born after their own stage (held-out teacher windows, mean over MoE "
+              "(plasticity; Acc mixes it with forgetting); new → new = share of the stage's "
+              "new tasks' tokens routed to the experts born in that stage; old → later = "
+              "share of earlier tasks' tokens routed to experts born after their own stage (held-out teacher windows, mean over MoE "
               "layers); MSE p1 / p2 = held-out teacher-action MSE at the end of phase 1 / 2 "
               "(mean over the seen tasks; x1000). Means over seeds.", "",
               "| method | " + " | ".join(f"stage {k + 1}" for k in range(num_stages)) + " |",
@@ -251,8 +251,8 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
             mean = PERCENT * np.array([r[f"{key}_mean"] for r in rows])
             std = PERCENT * np.array([r[f"{key}_std"] for r in rows])
             ok = np.isfinite(mean)
-            ax.errorbar(stages[ok], mean[ok], yerr=np.nan_to_num(std[ok]), marker="o", capsize=3,
-                        label=e["method"])
+            ax.errorbar(stages[ok], mean[ok], yerr=np.nan_to_num(std[ok]), marker="o",
+                        capsize=3, label=e["method"])  # one seed: no error bar
     for ax, key in zip(axes, ("Acc", "BWT")):
         ax.set_xlabel("stage")
         ax.set_ylabel(f"{key} (%)")
