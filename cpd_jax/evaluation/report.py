@@ -222,7 +222,8 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
               "(plasticity; Acc mixes it with forgetting); new → new = share of the stage's "
               "new tasks' tokens routed to the experts born in that stage; old → later = "
               "share of earlier tasks' tokens routed to experts born after their own stage "
-              "(held-out teacher windows, mean over MoE layers); MSE p1 / p2 = held-out teacher-action MSE at the end of phase 1 / 2 "
+              "(held-out teacher windows, mean over MoE layers); MSE p1 / p2 = held-out "
+              "teacher-action MSE at the end of phase 1 / 2 "
               "(mean over the seen tasks; x1000). Means over seeds.", "",
               "| method | " + " | ".join(f"stage {k + 1}" for k in range(num_stages)) + " |",
               "|" + " --- |" * (num_stages + 1)]
