@@ -62,10 +62,24 @@ def finished_results(root: pathlib.Path) -> dict:
     return results
 
 
+def recorded_commands(root: pathlib.Path) -> dict:
+    """{method: {seed: the config and flags its run was made with, <workdir> = root}};
+    runs made before commands were recorded are left out."""
+    commands = {}
+    for name in _METHODS.value:
+        for seed in _SEEDS.value:
+            path = root / name / f"seed{seed}" / common.COMMAND_FILE
+            if path.exists():  # the workdir's own path is machine-specific
+                text = path.read_text().replace(str(root), "<workdir>")
+                commands.setdefault(name, {})[seed] = json.loads(text)
+    return commands
+
+
 def write_table(root: pathlib.Path):
     from cpd_jax.evaluation import paper, report
 
-    return report.write_table2(root, finished_results(root), paper.TABLE2_FINAL)
+    return report.write_table2(root, finished_results(root), paper.TABLE2_FINAL,
+                               commands=recorded_commands(root))
 
 
 def main(argv):

@@ -43,8 +43,8 @@ def main(argv):
     out = {"evaluation": runs[0]["evaluation"], "seeds": [int(s) for s in _SEEDS.value],
            "steps": _STEPS.value, "tasks": list(MT10_TASKS),
            "student_per_seed": student.tolist(), "teacher": teacher.tolist(),
-           "student_mean": float(means.mean()), "student_std": float(means.std(ddof=1))
-           if len(means) > 1 else 0.0, "teacher_mean": float(teacher.mean()),
+           "student_mean": float(means.mean()), "student_std": report.sample_std(means),
+           "teacher_mean": float(teacher.mean()),
            "paper": paper.TABLE1_MT10,
            "train_time_s": [r["time_s"]["train"] for r in runs]}
     path = pathlib.Path(_OUT.value)
@@ -52,10 +52,11 @@ def main(argv):
     path.with_suffix(".json").write_text(json.dumps(out, indent=2))
     lines = ["| task | teachers (%) | student (%), mean ± std over seeds |", "| --- | --- | --- |"]
     for j, t in enumerate(MT10_TASKS):
-        lines.append(f"| {t} | {100 * teacher[j]:.1f} | {100 * student[:, j].mean():.1f} ± "
-                     f"{100 * student[:, j].std(ddof=1) if len(runs) > 1 else 0:.1f} |")
+        column = student[:, j]
+        lines.append(f"| {t} | {100 * teacher[j]:.1f} | "
+                     f"{report.mean_std(column.mean(), report.sample_std(column))} |")
     lines.append(f"| **mean** | **{100 * out['teacher_mean']:.1f}** | "
-                 f"**{100 * out['student_mean']:.1f} ± {100 * out['student_std']:.1f}** |")
+                 f"**{report.mean_std(out['student_mean'], out['student_std'])}** |")
     lines.append(f"| paper | {paper.TABLE1_MT10['teachers']} | "
                  f"{paper.TABLE1_MT10['central_model']} ± 1.9 |")
     lines += ["", f"{len(runs)} seeds, {_STEPS.value} gradient steps each. "

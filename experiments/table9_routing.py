@@ -76,7 +76,7 @@ def main(argv):
         entropy = np.array([p["task_entropy_nats"] for p in per_seed])
         lines += [f"## {name}", "",
                   f"held-out success {100 * success.mean():.1f} ± "
-                  f"{100 * success.std(ddof=1) if len(success) > 1 else float('nan'):.1f}% "
+                  f"{100 * report.sample_std(success):.1f}% "
                   f"({len(success)} seeds, ± = sample std over seeds); per layer, mean over "
                   f"seeds: "
                   f"load CV² {np.round(cv2.mean(0), 3).tolist()}, mean task routing entropy "

@@ -1,6 +1,8 @@
 """Shared fixtures. Heavy objects (metaworld envs, compiled functions) are session-scoped."""
 
+import json
 import os
+import pathlib
 
 # Tests run on the CPU; keep XLA from grabbing every core's worth of threads per process.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -25,3 +27,11 @@ def _fake_trajectories(task, n=3, t=9, seed=0):
 def fake_trajectories():
     """`fake_trajectories(task, n=3, t=9, seed=0)` -> Trajectories of random data."""
     return _fake_trajectories
+
+
+@pytest.fixture(scope="session")
+def scripted_reference() -> dict:
+    """{task: success of metaworld's scripted policy on the reference (mujoco) backend},
+    measured by benchmarks/mjx_scripted_check.py: the oracle for the MJX port."""
+    path = pathlib.Path(__file__).parent / "data" / "scripted_policy_success_reference.json"
+    return json.loads(path.read_text())

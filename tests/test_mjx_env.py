@@ -7,9 +7,7 @@ functions are shared through session-scoped caches; JAX's persistent compilation
 """
 
 import functools
-import json
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -30,7 +28,6 @@ PORTED = registry.ported_tasks()
 SLOW_TASKS = tuple(t for t in PORTED if t not in QUICK_TASKS)
 # metaworld scripted-policy success per task on the reference backend (the workplace's
 # shared reference measurement, copied into the repository so a clean clone has it)
-REFERENCE_JSON = pathlib.Path(__file__).parent / "data" / "scripted_policy_success_reference.json"
 REWARD_TOL = 1e-4
 RESET_OBS_TOL = 1e-3
 SUCCESS_SLACK = 0.10  # MJX scripted success may be at most this below the reference
@@ -172,8 +169,8 @@ def _scripted_success(task, n_episodes):
 
 @pytest.mark.parametrize("task,n", [(t, N_QUICK) for t in QUICK_TASKS if t in PORTED] + [
     pytest.param(t, 20, marks=pytest.mark.slow) for t in PORTED])
-def test_scripted_policy_success(task, n):
-    ref = json.loads(REFERENCE_JSON.read_text())[task]
+def test_scripted_policy_success(task, n, scripted_reference):
+    ref = scripted_reference[task]
     got = _scripted_success(task, n)
     print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
     assert got >= ref - SUCCESS_SLACK

@@ -10,9 +10,7 @@ is `slow` except for one cheap task.
 """
 
 import functools
-import json
 import os
-import pathlib
 
 import numpy as np
 import pytest
@@ -48,7 +46,6 @@ NEEDS_MJX_RESET = ("door-lock-v3", "disassemble-v3")
 KNOWN_RESET_GAPS: dict[str, str] = {}
 # metaworld scripted-policy success per task on the reference backend (the workplace's
 # shared reference measurement, copied into the repository so a clean clone has it)
-REFERENCE_JSON = pathlib.Path(__file__).parent / "data" / "scripted_policy_success_reference.json"
 REWARD_TOL = 1e-4
 RESET_OBS_TOL = 1e-3
 SUCCESS_SLACK = 0.10
@@ -181,8 +178,8 @@ def test_model_edits_compile_for_mjx(task):
 
 
 @pytest.mark.parametrize("task,n", [pytest.param(t, 20, marks=pytest.mark.slow) for t in PORTED])
-def test_scripted_policy_success(task, n):
-    ref = json.loads(REFERENCE_JSON.read_text())[task]
+def test_scripted_policy_success(task, n, scripted_reference):
+    ref = scripted_reference[task]
     got = scripted_success(task, n)
     print(f"{task}: scripted success MJX {got:.2f} vs reference {ref:.2f} ({n} episodes)")
     assert got >= ref - SUCCESS_SLACK

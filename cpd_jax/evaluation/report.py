@@ -101,14 +101,15 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
     return paths
 
 
-def _std(values: np.ndarray) -> float:
+def sample_std(values) -> float:
     """Sample std over seeds (ddof=1); NaN for a single seed (no spread is measured)."""
+    values = np.asarray(values, np.float64)
     return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
 
 
 def _stats(values) -> tuple[float, float]:
     v = np.asarray(values, np.float64)
-    return (float(np.mean(v)), _std(v)) if v.size and np.all(np.isfinite(v)) else (
+    return (float(np.mean(v)), sample_std(v)) if v.size and np.all(np.isfinite(v)) else (
         float("nan"), float("nan"))
 
 
@@ -136,7 +137,8 @@ def aggregate(results: Mapping[str, Sequence[Sequence[dict]]], keys=("Acc", "BWT
     return out
 
 
-def _mean_std(mean: float, std: float) -> str:
+def mean_std(mean: float, std: float) -> str:
+    """A fraction as 'mean ± std' in percent; the mean alone for one seed (std NaN)."""
     if not math.isfinite(mean):
         return "—"
     if not math.isfinite(std):  # one seed
@@ -179,12 +181,14 @@ def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
 
 
 def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=None,
-                 name: str = "table2") -> dict:
+                 name: str = "table2", commands: Mapping | None = None) -> dict:
     """Paper Table 2 layout: one row per method, per stage "Acc / BWT" (mean ± std over
     seeds, %), then the paper's final Acc / BWT beside ours.
 
     runs: {method: [results.json dict of each seed]} (`stages.write_continual_results`).
     paper_final: {method: (Acc, BWT or None)} in percent (`cpd_jax.evaluation.paper`).
+    commands: what produced each row (e.g. {method: [config and flags of each seed]}),
+    stored as given in the JSON so that a table says how to rerun it.
     Writes `name`.md, `name`.json ({"evaluation", "methods": [method_entry, ...]}) and
     `name`.png (Acc and BWT per stage per method, error bars = std over seeds).
     """
@@ -197,7 +201,8 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
     paths = {k: directory / f"{name}.{k}" for k in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(_nan_to_none(
         {"evaluation": evaluation, "methods": entries,
-         "paper_final": {m: paper_final.get(m) for m in runs}}), indent=2))
+         "paper_final": {m: paper_final.get(m) for m in runs},
+         "commands": dict(commands or {})}), indent=2))
 
     header = (["method", "seeds"] + [f"stage {k + 1} Acc / BWT" for k in range(num_stages)]
               + ["teacher recovery", "paper final Acc / BWT"])
@@ -206,10 +211,10 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
         cells = [e["method"], str(len(e["seeds"]))]
         for k in range(num_stages):
             r = e["per_stage"][k]
-            cells.append(f"{_mean_std(r['Acc_mean'], r['Acc_std'])} / "
-                         f"{_mean_std(r['BWT_mean'], r['BWT_std'])}")
+            cells.append(f"{mean_std(r['Acc_mean'], r['Acc_std'])} / "
+                         f"{mean_std(r['BWT_mean'], r['BWT_std'])}")
         last = e["per_stage"][-1]
-        cells.append(_mean_std(last["teacher_recovery_mean"], last["teacher_recovery_std"]))
+        cells.append(mean_std(last["teacher_recovery_mean"], last["teacher_recovery_std"]))
         acc, bwt = paper_final.get(e["method"]) or (None, None)
         cells.append("—" if acc is None else
                      f"{acc:.1f} / {'—' if bwt is None else f'{bwt:+.1f}'}")
