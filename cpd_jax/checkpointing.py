@@ -35,6 +35,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from cpd_jax.errors import UserError
+
 FORMAT_VERSION = 1
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
@@ -304,14 +306,22 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
             if not skip(k) and a.get(k, missing) != b.get(k, missing)}
 
 
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def verify_config(metadata: Mapping[str, Any], config_dict: Mapping[str, Any],
-                  ignore: Iterable[str] = ()) -> None:
-    """Raises ValueError naming every config field that differs from the checkpoint's."""
+                  ignore: Iterable[str] = (),
+                  fix: str = "use the config the checkpoint was saved with") -> None:
+    """Raises UserError, one line naming every config field that differs from the
+    checkpoint's (saved and current values) and then `fix`."""
     if "config" not in metadata:
-        raise ValueError("checkpoint metadata has no 'config' to verify against")
+        raise UserError(f"checkpoint metadata has no 'config' to verify against; {fix}")
     diff = config_differences(metadata["config"], config_dict, ignore)
     if diff:
         where = f" (checkpoint step {metadata['step_id']})" if "step_id" in metadata else ""
-        lines = [f"  {k}: saved {s!r}, now {c!r}" for k, (s, c) in diff.items()]
-        raise ValueError(f"config differs from the checkpoint's{where} in "
-                         f"{len(diff)} field(s): {', '.join(diff)}\n" + "\n".join(lines))
+        values = "; ".join(f"{k}: saved {_short(s)}, now {_short(c)}"
+                           for k, (s, c) in diff.items())
+        raise UserError(f"config differs from the checkpoint's{where} in "
+                        f"{len(diff)} field(s): {', '.join(diff)} ({values}); {fix}")

@@ -17,6 +17,7 @@ import optax
 from absl import logging
 
 from cpd_jax.data.rollouts import Trajectories
+from cpd_jax.errors import UserError
 from cpd_jax.student.inputs import History, student_inputs
 
 
@@ -285,8 +286,9 @@ def make_optimizer(distill_config, num_steps: int, step_offset: int = 0
                        weight_decay=distill_config.weight_decay)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised by `distill` when the loss becomes NaN or inf."""
+class NonFiniteLossError(UserError, FloatingPointError):
+    """Raised by `distill` when the loss becomes NaN or inf: a diverged run, which the
+    user fixes (learning rate, data), so the CLI reports it as one line."""
 
 
 def distill(state: DistillState, train_step, source: WindowSource, num_steps: int,
@@ -302,8 +304,9 @@ def distill(state: DistillState, train_step, source: WindowSource, num_steps: in
             m = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if not np.isfinite(m["loss"]):
                 raise NonFiniteLossError(
-                    f"{label}: loss became {m['loss']} at step {int(state.step)}; "
-                    "the last checkpoint (if any) is untouched")
+                    f"{label}: loss became {m['loss']} at step {int(state.step)}; lower "
+                    "distill.learning_rate or check the teacher data for NaN/inf "
+                    "(the last checkpoint, if any, is untouched)")
             m["step"] = int(state.step)
             history.append(m)
             rate = i / (time.time() - start)

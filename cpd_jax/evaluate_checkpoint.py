@@ -12,7 +12,8 @@ import ml_collections
 from absl import logging
 
 from cpd_jax import checkpointing
-from cpd_jax.envs import validate_tasks
+from cpd_jax.config_checks import check_tasks
+from cpd_jax.errors import UserError
 from cpd_jax.evaluation import protocol, report
 from cpd_jax.student.inputs import obs_norm_from_tree
 
@@ -27,15 +28,37 @@ def restore_student(checkpoint_dir, step=None):
     return config, tree["params"], obs_norm, meta, tree.get("encoder")
 
 
+def check_checkpoint(checkpoint_dir) -> dict:
+    """The latest step's metadata, after refusing (UserError, before any evaluation) a
+    missing or empty directory or another kind of checkpoint. The command's config is not
+    compared with the run's: only its `eval`, `env` and `parallel` fields are used."""
+    from cpd_jax.continual import stages
+
+    ckpt = checkpointing.RunCheckpointer(checkpoint_dir)
+    where = f"--restore={checkpoint_dir}"
+    if not ckpt.directory.is_dir():
+        raise UserError(f"{where}: no such checkpoint directory; pass a run's "
+                        "<workdir>/checkpoints")
+    if ckpt.latest() is None:
+        raise UserError(f"{where}: no checkpoint steps in it; pass a run's "
+                        "<workdir>/checkpoints after at least one finished stage")
+    meta = ckpt.restore_metadata()
+    if meta.get("format") != stages.CHECKPOINT_FORMAT:
+        raise UserError(f"{where}: checkpoint format {meta.get('format')!r} is not "
+                        f"{stages.CHECKPOINT_FORMAT!r} (a continual run's)")
+    return meta
+
+
 def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     """Evaluates the checkpoint on `tasks` (default: every task it has seen)."""
     from cpd_jax.continual import stages
 
+    check_checkpoint(checkpoint_dir)
     saved_config, params, obs_norm, meta, encoder = restore_student(checkpoint_dir)
     if tasks is None:
         seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
         tasks = [t for s in seen[:meta["stages_done"]] for t in s]
-    tasks = validate_tasks(tasks)
+    tasks = check_tasks(tasks, "--eval_tasks")
     # The command's config decides how to evaluate (protocol, episodes, backend); the
     # saved one which goals the student was trained on.
     saved_config.eval = config.eval

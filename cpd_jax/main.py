@@ -3,10 +3,19 @@
 Config fields are overridden with `--config.a.b=value`; the config is locked, so a
 misspelt field is an error that names it. `--mode=eval --restore=<checkpoint dir>`
 evaluates a saved student on `--eval_tasks` (default: the tasks it has seen).
+
+A user mistake (`cpd_jax.errors.UserError`: a config value out of range, an unknown task,
+a checkpoint that is not the run's, a diverged loss) prints one line, `error: ...`, and
+exits with code 2; `--traceback` shows the Python traceback instead.
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from cpd_jax import config_checks
+from cpd_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file with get_config().", lock_config=True)
@@ -15,13 +24,18 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train (and evaluate), or only evaluate a restored checkpoint.")
 _RESTORE = flags.DEFINE_string("restore", None, "Checkpoint directory for --mode=eval.")
 _EVAL_TASKS = flags.DEFINE_list("eval_tasks", None, "Tasks to evaluate in --mode=eval.")
+_TRACEBACK = flags.DEFINE_bool("traceback", False,
+                                "On a user error, raise it with its traceback instead of "
+                                "printing one line.")
 flags.mark_flags_as_required(["config", "workdir"])
+USER_ERROR_EXIT_CODE = 2  # as for a command-line usage error
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    config = _CONFIG.value
+def run(config):
+    """Checks the config and the command, then runs the mode / protocol."""
+    config_checks.check_config(config)  # before any data, compilation or JAX call
+    if _EVAL_TASKS.value:
+        config_checks.check_tasks(_EVAL_TASKS.value, "--eval_tasks")
     from cpd_jax import parallel
     parallel.maybe_initialize_distributed(config)  # before any other JAX call
     from cpd_jax.cache import enable_compilation_cache
@@ -29,8 +43,6 @@ def main(argv):
     logging.info("config:\n%s", config)
     if _MODE.value == "eval":
         from cpd_jax import evaluate_checkpoint
-        if not _RESTORE.value:
-            raise app.UsageError("--mode=eval needs --restore=<checkpoint directory>")
         evaluate_checkpoint.run(config, _RESTORE.value, _WORKDIR.value, _EVAL_TASKS.value)
     elif config.protocol == "joint":
         from cpd_jax import pipeline  # after flag parsing: keeps --help fast
@@ -44,6 +56,21 @@ def main(argv):
     else:
         raise app.UsageError(f"unknown protocol {config.protocol!r}; use joint, stages or "
                              "teachers")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _MODE.value == "eval" and not _RESTORE.value:
+        raise app.UsageError("--mode=eval needs --restore=<checkpoint directory>")
+    try:
+        run(_CONFIG.value)
+    except UserError as e:
+        if _TRACEBACK.value:
+            raise
+        # One line, last on stderr (after any log lines), so a wrapper can show it as is.
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR_EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cpd_jax import distillation
+from cpd_jax import config_checks, distillation
 from cpd_jax.data import rollouts
 from cpd_jax.envs import make_env, validate_tasks
 from cpd_jax.envs import variations as variations_lib
+from cpd_jax.errors import UserError
 from cpd_jax.evaluation import closed_loop, protocol, report
 from cpd_jax.student import Student, StudentSpec
 from cpd_jax.student.inputs import context_dim, fit_obs_norm
@@ -145,11 +146,8 @@ def train_and_evaluate(config, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     tasks = validate_tasks(config.tasks)
     if config.protocol != "joint":
-        raise ValueError(f"unknown protocol {config.protocol!r}")
-    if config.student.task_context == "contrastive":
-        raise ValueError("protocol 'joint' has no task encoder: for task_context="
-                         "'contrastive' run protocol 'stages' with one stage "
-                         f"(--config.continual.stage_sizes=({len(tasks)},))")
+        raise UserError(f"protocol={config.protocol!r}: train_and_evaluate runs 'joint'")
+    config_checks.check_joint(config)  # also when called without cpd_jax.main
     protocol.check_goal_split(config, tasks)  # before any data is collected
     key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
 

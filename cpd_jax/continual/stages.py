@@ -24,12 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cpd_jax import checkpointing, distillation, parallel, pipeline
+from cpd_jax import checkpointing, config_checks, distillation, parallel, pipeline
 from cpd_jax.continual import freezing, penalties
 from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
 from cpd_jax.data.rollouts import Trajectories
-from cpd_jax.envs import MT25_TASKS, validate_tasks
+from cpd_jax.envs import MT25_TASKS
+from cpd_jax.errors import UserError
 from cpd_jax.evaluation import metrics, protocol, report, routing_stats
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
 from cpd_jax.student import task_embedding
@@ -43,13 +44,9 @@ RESUMABLE_FIELDS = ("distill.log_every", "checkpoint.max_to_keep", "data.dir")
 
 
 def split_stages(tasks, stage_sizes) -> list[tuple[str, ...]]:
-    """The task stream cut into consecutive stages of the given sizes."""
-    tasks = validate_tasks(tasks)
-    if sum(stage_sizes) != len(tasks) or min(stage_sizes) < 1:
-        raise ValueError(f"stage sizes {tuple(stage_sizes)} do not partition "
-                         f"{len(tasks)} tasks")
-    bounds = np.cumsum([0, *stage_sizes])
-    return [tasks[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    """The task stream cut into consecutive stages of the given sizes (UserError if the
+    sizes do not partition it)."""
+    return config_checks.split_stages(tasks, stage_sizes)
 
 
 @dataclasses.dataclass
@@ -77,15 +74,12 @@ def validate(config, stages) -> None:
         freezing.check_schedule(config.continual.backbone, config.continual.freeze_gating,
                                 config.continual.old_experts)
     if config.continual.old_task_context not in ("frozen", "trainable"):
-        raise ValueError("continual.old_task_context must be 'frozen' or 'trainable', got "
-                         f"{config.continual.old_task_context!r}")
+        raise UserError("continual.old_task_context must be 'frozen' or 'trainable', got "
+                        f"{config.continual.old_task_context!r}")
     if config.continual.new_experts_per_stage < 0:
-        raise ValueError("continual.new_experts_per_stage must be >= 0, got "
-                         f"{config.continual.new_experts_per_stage}")
-    if config.student.task_context == "contrastive" and len(stages[0]) < 2:
-        raise ValueError("student.task_context='contrastive' trains its encoder with "
-                         "InfoNCE, which contrasts tasks: stage 1 needs at least two tasks "
-                         f"(continual.stage_sizes={tuple(config.continual.stage_sizes)})")
+        raise UserError("continual.new_experts_per_stage must be >= 0, got "
+                        f"{config.continual.new_experts_per_stage}")
+    config_checks.check_contrastive_stages(config, stages, method)
     protocol.check_goal_split(config, [t for s in stages for t in s])
 
 
@@ -330,9 +324,11 @@ def _restore(ckpt, config) -> RunState | None:
         return None
     meta = ckpt.restore_metadata()
     if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint in {ckpt.directory} has format {meta.get('format')!r}, "
-                         f"expected {CHECKPOINT_FORMAT}")
-    checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS)
+        raise UserError(f"checkpoint in {ckpt.directory} has format {meta.get('format')!r}, "
+                        f"expected {CHECKPOINT_FORMAT}; use a fresh --workdir")
+    checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
+                                fix="rerun with the run's config and --config overrides, "
+                                "or use a fresh --workdir")
     tree, meta = ckpt.restore()
     logging.info("resuming after stage %d (%d experts)", meta["stages_done"], meta["num_experts"])
     return RunState(stages_done=meta["stages_done"], params=tree["params"],

@@ -6,6 +6,8 @@ the 5-stage protocol takes them 5 at a time in this order.
 
 from typing import Sequence
 
+from cpd_jax.errors import UserError
+
 MT25_TASKS: tuple[str, ...] = (
     "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3",
     "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3",
@@ -22,7 +24,7 @@ ACTION_DIM = 4  # mocap dx, dy, dz, gripper effort
 MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(UserError):
     """A task name that is not one of the 25 MT25 tasks."""
 
 

@@ -21,6 +21,7 @@ carries `describe(config)`, so it says which protocol produced it.
 
 from cpd_jax.envs import MAX_EPISODE_STEPS
 from cpd_jax.envs import variations as variations_lib
+from cpd_jax.errors import UserError
 
 PROTOCOLS = ("heldout", "metaworld_plus")
 _DESCRIPTIONS = {
@@ -31,7 +32,7 @@ _DESCRIPTIONS = {
 }
 
 
-class GoalOverlapError(ValueError):
+class GoalOverlapError(UserError):
     """A held-out evaluation would use goals the training data uses."""
 
 
@@ -47,7 +48,7 @@ def train_variations(data_config, num_episodes: int) -> list[int]:
     `first_train_variation .. first_train_variation + num_train_variations - 1`."""
     first, count = data_config.first_train_variation, data_config.num_train_variations
     if count < 1 or first < 0 or first + count > variations_lib.GOALS_PER_SOURCE:
-        raise ValueError(
+        raise UserError(
             f"data.first_train_variation={first} and data.num_train_variations={count} "
             f"must select training goals inside 0..{variations_lib.GOALS_PER_SOURCE - 1} "
             f"(variations {variations_lib.FIRST_HELDOUT}.. are the held-out goals)")
@@ -58,21 +59,21 @@ def eval_variations(config) -> list[int]:
     """The variation of each evaluation episode of a task, under `config.eval.protocol`."""
     protocol, n = config.eval.protocol, config.eval.episodes_per_task
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown eval.protocol {protocol!r}; choose from {PROTOCOLS}")
+        raise UserError(f"unknown eval.protocol {protocol!r}; choose from {PROTOCOLS}")
     if n < 1:
-        raise ValueError(f"eval.episodes_per_task must be >= 1, got {n}")
+        raise UserError(f"eval.episodes_per_task must be >= 1, got {n}")
     if protocol == "metaworld_plus":
         if n > variations_lib.GOALS_PER_SOURCE:
-            raise ValueError(f"eval.protocol='metaworld_plus' has "
-                             f"{variations_lib.GOALS_PER_SOURCE} training goals per task; "
-                             f"eval.episodes_per_task={n} is more")
+            raise UserError(f"eval.protocol='metaworld_plus' has "
+                            f"{variations_lib.GOALS_PER_SOURCE} training goals per task; "
+                            f"eval.episodes_per_task={n} is more")
         return list(range(n))
     first = config.eval.first_variation
     if first < 0 or first + n > variations_lib.NUM_VARIATIONS:
-        raise ValueError(f"eval.first_variation={first} + eval.episodes_per_task={n} runs "
-                         f"past the {variations_lib.NUM_VARIATIONS} variations "
-                         f"(held-out goals are {variations_lib.FIRST_HELDOUT}.."
-                         f"{variations_lib.NUM_VARIATIONS - 1})")
+        raise UserError(f"eval.first_variation={first} + eval.episodes_per_task={n} runs "
+                        f"past the {variations_lib.NUM_VARIATIONS} variations "
+                        f"(held-out goals are {variations_lib.FIRST_HELDOUT}.."
+                        f"{variations_lib.NUM_VARIATIONS - 1})")
     return list(range(first, first + n))
 
 
@@ -104,7 +105,7 @@ def check_data_goals(task: str, data_variations, expected) -> None:
     """Refuses teacher rollouts whose episodes were not collected on the `expected`
     goals (e.g. a data directory shared with a run of another goal split)."""
     if list(map(int, data_variations)) != list(map(int, expected)):
-        raise ValueError(
+        raise UserError(
             f"the {task} rollouts on disk were collected on variations "
             f"{_span(data_variations)}, but this run needs {_span(expected)}; point "
             "data.dir at a fresh directory (or delete the old rollouts)")
