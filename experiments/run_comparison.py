@@ -30,14 +30,21 @@ _OVERRIDES = flags.DEFINE_multi_string("override", [], "extra --config.x=y for e
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False,
                                  "run nothing: rebuild the table from finished runs")
 
+ISOLATED = "cpd_jax/configs/mt25_5stage_cpu_isolated.py"
+UNIFORM = "--config.distill.sampling=episode"  # the paper's draws: uniform over episodes
 # Rows of the table beyond the methods: name -> (method, config file or None for
 # --config, config overrides). The paper's three ablations are "ours" with one flag
-# changed; ours_isolated is ours with the extensions of mt25_5stage_cpu_isolated.py.
+# changed; ours_isolated is ours with the extensions of mt25_5stage_cpu_isolated.py;
+# "_uniform" rows draw windows uniformly over stage data + replay as the paper does,
+# instead of the CPU config's task-balanced draws.
 VARIANTS = {
     "no_te": ("ours", None, ["--config.student.task_context=none"]),
     "no_shared_frozen": ("ours", None, ["--config.continual.backbone=trainable"]),
     "no_freeze_gating": ("ours", None, ["--config.continual.freeze_gating=False"]),
-    "ours_isolated": ("ours", "cpd_jax/configs/mt25_5stage_cpu_isolated.py", []),
+    "ours_isolated": ("ours", ISOLATED, []),
+    "ours_uniform": ("ours", None, [UNIFORM]),
+    "ours_isolated_uniform": ("ours", ISOLATED, [UNIFORM]),
+    "replay_only_uniform": ("replay_only", None, [UNIFORM]),
 }
 
 
@@ -75,10 +82,25 @@ def recorded_commands(root: pathlib.Path) -> dict:
     return commands
 
 
-def write_table(root: pathlib.Path):
-    from cpd_jax.evaluation import paper, report
+def paper_final(name: str):
+    """The paper's final (Acc, BWT) for a row: its own, or for a paper method run with the
+    paper's uniform draws, that method's; None for our extensions."""
+    from cpd_jax.evaluation import paper
 
-    return report.write_table2(root, finished_results(root), paper.TABLE2_FINAL,
+    if name in paper.TABLE2_FINAL:
+        return paper.TABLE2_FINAL[name]
+    method, config, extra = VARIANTS.get(name, (name, None, []))
+    return paper.TABLE2_FINAL.get(method) if config is None and extra == [UNIFORM] else None
+
+
+def write_table(root: pathlib.Path):
+    from cpd_jax.evaluation import report
+
+    results = finished_results(root)
+    if not results:
+        raise app.UsageError(f"no finished runs of {_METHODS.value} (seeds {_SEEDS.value}) "
+                             f"under {root}: nothing to tabulate")
+    return report.write_table2(root, results, {name: paper_final(name) for name in results},
                                commands=recorded_commands(root))
 
 
