@@ -23,6 +23,13 @@ def test_average_accuracy_by_hand():
     assert metrics.average_accuracy(R, 1) == pytest.approx(0.7)
 
 
+def test_average_incremental_accuracy_by_hand():
+    acc = [0.7, (0.5 + 0.7 + 0.9) / 3, 2.5 / 4]
+    for k in range(3):
+        assert metrics.average_incremental_accuracy(R, SOT, k) == pytest.approx(
+            sum(acc[:k + 1]) / (k + 1))
+
+
 def test_new_task_accuracy_by_hand():
     assert metrics.new_task_accuracy(R, SOT, 0) == pytest.approx((0.8 + 0.6) / 2)
     assert metrics.new_task_accuracy(R, SOT, 1) == pytest.approx(0.9)
@@ -154,6 +161,9 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
     assert rows["ours"][0] == "2" and rows["ours"][3] == expected
     assert rows["ours"][1] == "70.0 ± 0.0 / —"  # stage 1: both seeds equal, no BWT
     assert rows["ours"][-1] == "69.4 / +2.3" and rows["finetune"][-1] == "—"
+    incremental = np.array([(0.7 + 0.7 + 0.625) / 3, (0.7 + 0.7 + 0.575) / 3])  # by hand
+    assert rows["ours"][-2] == (f"{100 * incremental.mean():.1f} ± "
+                                f"{100 * incremental.std(ddof=1):.1f}")
     assert rows["finetune"][3] == "62.5 / -26.7"  # one seed: no spread to show
     table = json.loads(paths["json"].read_text())
     assert table["methods"][1]["per_stage"][2]["Acc_std"] is None
@@ -161,6 +171,7 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
     assert ours["method"] == "ours" and ours["seeds"] == [0, 1]
     np.testing.assert_allclose(ours["final_acc"], 100 * accs)
     np.testing.assert_allclose(ours["final_bwt"], 100 * bwts)
+    np.testing.assert_allclose(ours["avg_incremental_acc"], 100 * incremental)
     assert ours["per_stage"][2]["Acc_mean"] == pytest.approx(accs.mean())
     assert ours["per_stage"][0]["BWT_mean"] is None
     assert ours["per_stage"][1]["new_tasks_to_new_experts_mean"] == pytest.approx(0.55)

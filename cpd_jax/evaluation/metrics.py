@@ -63,6 +63,14 @@ def average_accuracy(R, stage: int, stage_of_task=None) -> float:
     return float(np.mean(row[seen]))
 
 
+def average_incremental_accuracy(R, stage_of_task, stage: int) -> float:
+    """Mean of Acc after stages 0..`stage` (Rebuffi et al., iCaRL): unlike the final Acc,
+    it counts a task forgotten at one stage and relearned from replay at a later one."""
+    R, sot = _check(R, stage_of_task)
+    _check_stage(R, stage)
+    return float(np.mean([average_accuracy(R, k, sot) for k in range(stage + 1)]))
+
+
 def backward_transfer(R, stage_of_task, stage: int) -> float:
     """BWT after `stage`: mean over tasks introduced before `stage` of R[stage,j] - R[own,j].
 

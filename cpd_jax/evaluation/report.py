@@ -149,7 +149,8 @@ def mean_std(mean: float, std: float) -> str:
 def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
     """One method's Table-2 entry from its per-seed `results.json` dicts (all stages done).
 
-    Per-seed lists are in percent (`final_acc`, `final_bwt`, `teacher_recovery`); per
+    Per-seed lists are in percent (`final_acc`, `final_bwt`, `teacher_recovery`,
+    `avg_incremental_acc`: mean of Acc over the stages); per
     stage, mean/std over seeds of Acc, BWT and teacher recovery (fractions), and of the
     routing shares where the method grows experts.
     """
@@ -176,6 +177,8 @@ def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
             "final_acc": [PERCENT * f["Acc"] for f in final],
             "final_bwt": [PERCENT * f["BWT"] for f in final],
             "teacher_recovery": [PERCENT * f["teacher_recovery"] for f in final],
+            "avg_incremental_acc": [PERCENT * metrics.average_incremental_accuracy(
+                r["R"], r["stage_of_task"], len(r["R"]) - 1) for r in runs],
             "per_stage": per_stage,
             "wall_time_s": [r["wall_time_s"] for r in runs]}
 
@@ -205,7 +208,7 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
          "commands": dict(commands or {})}), indent=2))
 
     header = (["method", "seeds"] + [f"stage {k + 1} Acc / BWT" for k in range(num_stages)]
-              + ["teacher recovery", "paper final Acc / BWT"])
+              + ["teacher recovery", "avg incremental Acc", "paper final Acc / BWT"])
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for e in entries:
         cells = [e["method"], str(len(e["seeds"]))]
@@ -215,13 +218,17 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
                          f"{mean_std(r['BWT_mean'], r['BWT_std'])}")
         last = e["per_stage"][-1]
         cells.append(mean_std(last["teacher_recovery_mean"], last["teacher_recovery_std"]))
+        incremental = np.asarray(e["avg_incremental_acc"]) / PERCENT
+        cells.append(mean_std(float(incremental.mean()), sample_std(incremental)))
         acc, bwt = paper_final.get(e["method"]) or (None, None)
         cells.append("—" if acc is None else
                      f"{acc:.1f} / {'—' if bwt is None else f'{bwt:+.1f}'}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Acc = mean success over tasks seen so far; BWT = mean over earlier tasks of "
               "(success now − success after its own stage); teacher recovery = student / "
-              "teacher success after the last stage; percent, mean ± sample std over seeds; "
+              "teacher success after the last stage; avg incremental Acc = mean of Acc "
+              "over the stages (counts forgetting that later replay repaired); percent, "
+              "mean ± sample std over seeds; "
               "— = undefined or not given.", "", evaluation_note(evaluation)]
     lines += ["", "Per stage: new tasks = the stage's new tasks' success right after it "
               "(plasticity; Acc mixes it with forgetting); new → new = share of the stage's "
