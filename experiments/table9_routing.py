@@ -75,8 +75,8 @@ def main(argv):
         cv2 = np.array([p["load_cv2"] for p in per_seed])  # [seeds, layers]
         entropy = np.array([p["task_entropy_nats"] for p in per_seed])
         lines += [f"## {name}", "",
-                  f"held-out success {100 * success.mean():.1f} ± "
-                  f"{100 * report.sample_std(success):.1f}% "
+                  f"held-out success "
+                  f"{report.mean_std(success.mean(), report.sample_std(success))}% "
                   f"({len(success)} seeds, ± = sample std over seeds); per layer, mean over "
                   f"seeds: "
                   f"load CV² {np.round(cv2.mean(0), 3).tolist()}, mean task routing entropy "
