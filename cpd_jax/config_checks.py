@@ -173,8 +173,9 @@ def check_joint(config) -> None:
                         f"(--config.continual.stage_sizes=({n},))")
 
 
-def check_config(config) -> None:
-    """Raises UserError (one line: field, cause, fix) for a config that cannot run."""
+def check_config(config, protocol: str | None = None) -> None:
+    """Raises UserError (one line: field, cause, fix) for a config that cannot run as
+    `protocol` (default: the config's own)."""
     for dotted, bounds in RANGES:
         check_range(config, dotted, bounds)
     for dotted, choices in CHOICES:
@@ -182,7 +183,7 @@ def check_config(config) -> None:
     _check_heads(config)
     if get_field(config, "tasks") is not _MISSING:  # teachers configs name their own
         check_tasks(config.tasks, "tasks")
-    protocol = get_field(config, "protocol")
+    protocol = protocol or get_field(config, "protocol")
     if protocol == "stages":
         _check_stages(config)
     elif protocol == "joint":

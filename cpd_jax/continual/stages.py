@@ -68,18 +68,9 @@ class RunState:
 
 
 def validate(config, stages) -> None:
-    """Refuses a config that cannot run, before any data is collected or compiled."""
-    method = get_method(config.method)
-    if method.freeze:
-        freezing.check_schedule(config.continual.backbone, config.continual.freeze_gating,
-                                config.continual.old_experts)
-    if config.continual.old_task_context not in ("frozen", "trainable"):
-        raise UserError("continual.old_task_context must be 'frozen' or 'trainable', got "
-                        f"{config.continual.old_task_context!r}")
-    if config.continual.new_experts_per_stage < 0:
-        raise UserError("continual.new_experts_per_stage must be >= 0, got "
-                        f"{config.continual.new_experts_per_stage}")
-    config_checks.check_contrastive_stages(config, stages, method)
+    """Refuses a config that cannot run, before any data is collected or compiled: the
+    checks of `cpd_jax.main` (also when called as a library), then the goal split."""
+    config_checks.check_config(config, protocol="stages")
     protocol.check_goal_split(config, [t for s in stages for t in s])
 
 
