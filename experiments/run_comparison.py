@@ -100,8 +100,10 @@ def write_table(root: pathlib.Path):
     if not results:
         raise app.UsageError(f"no finished runs of {_METHODS.value} (seeds {_SEEDS.value}) "
                              f"under {root}: nothing to tabulate")
+    reference = (report.independent_reference(results["independent"])
+                 if "independent" in results else None)  # Continual World's FT reference
     return report.write_table2(root, results, {name: paper_final(name) for name in results},
-                               commands=recorded_commands(root))
+                               commands=recorded_commands(root), ft_reference=reference)
 
 
 def main(argv):

@@ -70,6 +70,21 @@ def test_forward_transfer_both_kinds():
         metrics.forward_transfer(R, ref, SOT, "bogus")
 
 
+def test_continual_world_by_hand():
+    cw = metrics.continual_world(R, SOT, reference=[0.5, 0.5, 0.8, 1.0])
+    assert cw["average_performance"] == pytest.approx(2.5 / 4)
+    # own-stage minus final, over all 4 tasks (task 3 is last: 0)
+    assert cw["forgetting"] == pytest.approx((0.2 + 0.4 + 0.2 + 0.0) / 4)
+    # own-stage minus reference over all 4 tasks: 0.3, 0.1, 0.1, 0.0
+    assert cw["forward_transfer"] == pytest.approx(0.5 / 4)
+    # The final Acc and CW's average performance are the same number.
+    assert cw["average_performance"] == pytest.approx(metrics.average_accuracy(R, 2, SOT))
+    no_ref = metrics.continual_world(R[:2], SOT)  # a run after its second stage
+    assert no_ref["average_performance"] == pytest.approx(0.7)
+    assert no_ref["forgetting"] == pytest.approx((0.3 - 0.1 + 0.0) / 3)
+    assert math.isnan(no_ref["forward_transfer"])
+
+
 def test_summarize_rows():
     rows = metrics.summarize(R, SOT)
     assert [r["stage"] for r in rows] == [0, 1, 2]
@@ -181,3 +196,17 @@ def test_write_table2_numbers_equal_metrics(tmp_path):
     # stage 3's new task (task 3): 1.0 in seed 0, 0.6 in seed 1
     assert ours["per_stage"][2]["new_task_acc_mean"] == pytest.approx(0.8)
     assert "| ours | new tasks 70.0; new → new 55.0" in paths["md"].read_text()
+
+
+def test_table2_continual_world_metrics(tmp_path):
+    r_indep = R.copy()
+    r_indep[[0, 0, 1, 2], [0, 1, 2, 3]] = [0.5, 0.5, 0.8, 1.0]  # own-stage successes
+    reference = report.independent_reference([_run(r_indep, 0, "independent")])
+    np.testing.assert_allclose(reference, [0.5, 0.5, 0.8, 1.0])
+    paths = report.write_table2(tmp_path, {"ours": [_run(R, 0)]}, ft_reference=reference)
+    cw = json.loads(paths["json"].read_text())["methods"][0]["continual_world"]
+    # by hand as in test_continual_world_by_hand, in percent
+    np.testing.assert_allclose(cw["average_performance"], [62.5])
+    np.testing.assert_allclose(cw["forgetting"], [20.0])
+    np.testing.assert_allclose(cw["forward_transfer"], [12.5])
+    assert "| ours | 62.5 | 20.0 | 12.5 |" in paths["md"].read_text()

@@ -17,6 +17,7 @@ Definitions (paper §5 / PAPER_RESULTS.md, per-task columns):
   MaxForgetting(k)  = max_{j: sot[j] < k} (max_{sot[j] <= i < k} R[i, j] - R[k, j])
   teacher recovery  = sum_j student[j] / sum_j teacher[j]   (ratio of mean successes)
   forward transfer  = see `forward_transfer` (two reference kinds).
+  Continual World's average performance / forgetting / forward transfer: `continual_world`.
 """
 
 from typing import Optional, Sequence
@@ -151,6 +152,37 @@ def forward_transfer(R, reference, stage_of_task, kind: str = "independent") -> 
     values = R[stage, later] - ref[later]
     values = values[np.isfinite(values)]
     return float(np.mean(values)) if values.size else float("nan")
+
+
+def continual_world(R, stage_of_task, reference=None) -> dict:
+    """Continual World's metrics (Wołczyk et al. 2021, §3.2) after the last row of R, so
+    results read against the CW10/CW20 literature. Over ALL tasks seen by then:
+
+      average_performance = mean_j R[-1, j]                        (= the final Acc)
+      forgetting          = mean_j (R[sot[j], j] - R[-1, j])       (the last stage's tasks
+                            count 0, as in CW; -BWT averages over earlier tasks only)
+      forward_transfer    = mean_j (R[sot[j], j] - ref[j]), ref = a reference learner's
+                            success on task j trained without the earlier tasks (our
+                            "independent" row); NaN without a reference.
+    CW's FT is normalised, (AUC_j - AUC_ref) / (1 - AUC_ref), over the area under task j's
+    training curve. The runs evaluate once per stage, so the end-of-stage success stands
+    in for the AUC, and then the normalisation is unbounded (a reference of 0.95 turns a
+    45-point drop into -900%): we report the numerator. Positive FT = earlier tasks
+    helped learn task j; positive forgetting = forgetting.
+    """
+    R, sot = _check(R, stage_of_task)
+    last = R.shape[0] - 1
+    seen = np.flatnonzero(sot <= last)
+    own = R[sot[seen], seen]
+    out = {"average_performance": float(np.mean(R[last, seen])),
+           "forgetting": float(np.mean(own - R[last, seen])),
+           "forward_transfer": float("nan")}
+    if reference is not None:
+        ref = np.asarray(reference, np.float64)
+        if ref.shape != (R.shape[1],):
+            raise ValueError(f"reference must be float[{R.shape[1]}], got shape {ref.shape}")
+        out["forward_transfer"] = float(np.mean(own - ref[seen]))
+    return out
 
 
 def summarize(R, stage_of_task) -> list[dict]:

@@ -68,7 +68,8 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
 
     paths["json"].write_text(json.dumps(_nan_to_none({
         "tasks": list(tasks), "stage_of_task": sot.tolist(), "R": R.tolist(),
-        "summary": summary, "evaluation": evaluation}), indent=2))
+        "summary": summary, "continual_world": metrics.continual_world(R, sot),
+        "evaluation": evaluation}), indent=2))
 
     header = ["stage"] + [f"{t} (s{int(k) + 1})" for t, k in zip(tasks, sot)] + [
         "Acc", "BWT", "max forgetting"]
@@ -81,6 +82,11 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
     lines += ["", "Success rates in percent; stages numbered from 1 as in the paper; "
               "(sN) = the stage that introduced the task; — = not evaluated / undefined.",
               "", evaluation_note(evaluation)]
+    cw = metrics.continual_world(R, sot)
+    lines += ["", f"Continual World metrics after stage {R.shape[0]} (Wołczyk et al. 2021): "
+              f"average performance {_pct(cw['average_performance'])}, forgetting "
+              f"{_pct(cw['forgetting'])} (mean over all seen tasks of own-stage − final "
+              "success); forward transfer needs a reference learner (Table 2)."]
     paths["md"].write_text("\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(max(4.0, HEATMAP_CELL_INCHES * R.shape[1] + 2),
@@ -146,11 +152,12 @@ def mean_std(mean: float, std: float) -> str:
     return f"{PERCENT * mean:.1f} ± {PERCENT * std:.1f}"
 
 
-def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
+def method_entry(method: str, runs: Sequence[Mapping], ft_reference=None) -> dict:
     """One method's Table-2 entry from its per-seed `results.json` dicts (all stages done).
 
     Per-seed lists are in percent (`final_acc`, `final_bwt`, `teacher_recovery`,
-    `avg_incremental_acc`: mean of Acc over the stages); per
+    `avg_incremental_acc`: mean of Acc over the stages; `continual_world`: Continual
+    World's metrics, `metrics.continual_world`, FT against `ft_reference`); per
     stage, mean/std over seeds of Acc, BWT and teacher recovery (fractions), and of the
     routing shares where the method grows experts.
     """
@@ -179,12 +186,31 @@ def method_entry(method: str, runs: Sequence[Mapping]) -> dict:
             "teacher_recovery": [PERCENT * f["teacher_recovery"] for f in final],
             "avg_incremental_acc": [PERCENT * metrics.average_incremental_accuracy(
                 r["R"], r["stage_of_task"], len(r["R"]) - 1) for r in runs],
+            "continual_world": _continual_world_percent(runs, ft_reference),
             "per_stage": per_stage,
             "wall_time_s": [r["wall_time_s"] for r in runs]}
 
 
+def _continual_world_percent(runs: Sequence[Mapping], reference) -> dict:
+    """{metric: per-seed list}: `metrics.continual_world` of each run, in percent."""
+    values = [metrics.continual_world(r["R"], r["stage_of_task"], reference) for r in runs]
+    return {k: [PERCENT * v[k] for v in values] for k in values[0]}
+
+
+def independent_reference(runs: Sequence[Mapping]) -> np.ndarray:
+    """float[T]: each task's success right after its own stage, mean over the seeds of a
+    reference learner (the "independent" row: a fresh student per stage) — the reference
+    of Continual World's forward transfer."""
+    own = []
+    for r in runs:
+        R = np.asarray(r["R"], np.float64)
+        own.append(R[r["stage_of_task"], np.arange(R.shape[1])])
+    return np.mean(own, axis=0)
+
+
 def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=None,
-                 name: str = "table2", commands: Mapping | None = None) -> dict:
+                 name: str = "table2", commands: Mapping | None = None,
+                 ft_reference=None) -> dict:
     """Paper Table 2 layout: one row per method, per stage "Acc / BWT" (mean ± std over
     seeds, %), then the paper's final Acc / BWT beside ours.
 
@@ -192,20 +218,24 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
     paper_final: {method: (Acc, BWT or None)} in percent (`cpd_jax.evaluation.paper`).
     commands: what produced each row (e.g. {method: [config and flags of each seed]}),
     stored as given in the JSON so that a table says how to rerun it.
+    ft_reference: float[T] per-task success of a reference learner for Continual World's
+    forward transfer (`independent_reference`); without it FT is left out.
     Writes `name`.md, `name`.json ({"evaluation", "methods": [method_entry, ...]}) and
     `name`.png (Acc and BWT per stage per method, error bars = std over seeds).
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paper_final = paper_final or {}
-    entries = [method_entry(m, rs) for m, rs in runs.items()]
+    entries = [method_entry(m, rs, ft_reference) for m, rs in runs.items()]
     evaluation = next(iter(runs.values()))[0].get("evaluation") if runs else None
     num_stages = max(len(e["per_stage"]) for e in entries)
     paths = {k: directory / f"{name}.{k}" for k in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(_nan_to_none(
         {"evaluation": evaluation, "methods": entries,
          "paper_final": {m: paper_final.get(m) for m in runs},
-         "commands": dict(commands or {})}), indent=2))
+         "commands": dict(commands or {}),
+         "ft_reference": None if ft_reference is None else list(map(float, ft_reference))}),
+        indent=2))
 
     header = (["method", "seeds"] + [f"stage {k + 1} Acc / BWT" for k in range(num_stages)]
               + ["teacher recovery", "avg incremental Acc", "paper final Acc / BWT"])
@@ -254,6 +284,7 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
                 parts.append("MSE " + " / ".join(mse))
             cells.append("; ".join(parts) or "—")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *_continual_world_table(entries)]
     paths["md"].write_text("\n".join(lines) + "\n")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -277,6 +308,27 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
     fig.savefig(paths["png"], dpi=PLOT_DPI)
     plt.close(fig)
     return paths
+
+
+def _continual_world_table(entries) -> list[str]:
+    """Markdown lines: Continual World's final metrics per method (mean ± std, %)."""
+    lines = ["Continual World metrics after the last stage (Wołczyk et al. 2021; "
+             "`metrics.continual_world`): average performance (= final Acc), forgetting "
+             "(own-stage − final success, mean over all tasks, the last stage's count 0; "
+             "positive = forgotten), forward transfer (own-stage success − the independent "
+             "row's, mean over all tasks: CW's numerator, end-of-stage success in place of "
+             "the training-curve AUC, unnormalised because 1 − ref is ~0 at these "
+             "successes). Percent, mean ± std over seeds.", "",
+             "| method | average performance | forgetting | forward transfer |",
+             "| --- | --- | --- | --- |"]
+    for e in entries:
+        cw = e["continual_world"]
+        cells = [e["method"]]
+        for key in ("average_performance", "forgetting", "forward_transfer"):
+            v = np.asarray(cw[key], np.float64) / PERCENT
+            cells.append(mean_std(float(v.mean()), sample_std(v)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_learning_curves(path, curves: Mapping[str, Sequence[dict]],
