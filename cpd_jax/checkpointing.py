@@ -25,6 +25,7 @@ the buffer holds). `save` adds `format_version` and `step_id`.
 """
 
 import json
+import logging as std_logging
 import pathlib
 import shutil
 import time
@@ -38,6 +39,23 @@ from absl import logging
 from cpd_jax.errors import UserError
 
 FORMAT_VERSION = 1
+
+
+def is_orbax_chatter(record) -> bool:
+    """A log record of orbax below WARNING: a dozen INFO lines per save (timings, thread
+    waits) that bury a run's own progress lines."""
+    return (record.levelno < std_logging.WARNING
+            and "/orbax/" in record.pathname.replace("\\", "/"))
+
+
+def quiet_orbax_logs() -> None:
+    """Drops orbax's INFO/DEBUG lines from the absl log (its warnings and errors stay).
+    Called by the entry point; idempotent."""
+    handler = logging.get_absl_handler()
+    if not any(getattr(f, "__name__", "") == "_drop_orbax_chatter" for f in handler.filters):
+        def _drop_orbax_chatter(record):
+            return not is_orbax_chatter(record)
+        handler.addFilter(_drop_orbax_chatter)
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
 TMP_SUFFIX = "orbax-checkpoint-tmp"  # orbax names an unfinished step `<step>.<suffix>[-ts]`

@@ -34,6 +34,8 @@ USER_ERROR_EXIT_CODE = 2  # as for a command-line usage error
 def run(config):
     """Checks the config and the command, then runs the mode / protocol."""
     config_checks.check_config(config)  # before any data, compilation or JAX call
+    from cpd_jax import checkpointing
+    checkpointing.quiet_orbax_logs()
     if _EVAL_TASKS.value:
         config_checks.check_tasks(_EVAL_TASKS.value, "--eval_tasks")
     from cpd_jax import parallel

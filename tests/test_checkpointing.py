@@ -194,3 +194,23 @@ def test_unserialisable_metadata_is_rejected_before_writing(tmp_path, states):
     with pytest.raises(TypeError, match="JSON"):
         ckpt.save(1, tree, {"config": object()})
     assert ckpt.latest() is None
+
+
+def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
+    import logging as std_logging
+
+    def record(path, level):
+        return std_logging.LogRecord("absl", level, path, 1, "msg", None, None)
+
+    orbax_file = "/venv/lib/python3.11/site-packages/orbax/checkpoint/checkpoint_manager.py"
+    assert checkpointing.is_orbax_chatter(record(orbax_file, std_logging.INFO))
+    assert not checkpointing.is_orbax_chatter(record(orbax_file, std_logging.WARNING))
+    assert not checkpointing.is_orbax_chatter(record("/repo/cpd_jax/pipeline.py",
+                                                     std_logging.INFO))
+    from absl import logging
+    checkpointing.quiet_orbax_logs()
+    checkpointing.quiet_orbax_logs()  # idempotent: one filter
+    handler = logging.get_absl_handler()
+    assert len([f for f in handler.filters if "orbax" in getattr(f, "__name__", "")]) == 1
+    assert not handler.filter(record(orbax_file, std_logging.INFO))
+    assert handler.filter(record(orbax_file, std_logging.ERROR))
