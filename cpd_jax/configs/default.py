@@ -136,4 +136,14 @@ def get_config() -> ml_collections.ConfigDict:
     # Joint protocol: also evaluate after these gradient steps (the learning curve,
     # held-out success vs steps, in results.json and learning_curve.png).
     c.eval.curve_steps = ()
+
+    # Evaluation videos (cpd_jax/evaluation/video.py) of the saved student, into
+    # <workdir>/videos: with `--video`, or after a continual run with video.at_end.
+    c.video = ml_collections.ConfigDict()
+    c.video.at_end = False  # render after a `stages` run (the joint protocol saves no student)
+    c.video.episodes_per_task = 2  # on the evaluation protocol's first goals
+    c.video.height = 240  # pixels; height and width are multiples of 16 (H.264 blocks)
+    c.video.width = 320
+    c.video.frame_every = 4  # render every 4th env step: 20 fps, real time (80 steps/s)
+    c.video.format = "mp4"  # or "gif"
     return c
