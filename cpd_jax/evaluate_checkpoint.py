@@ -49,6 +49,14 @@ def check_checkpoint(checkpoint_dir) -> dict:
     return meta
 
 
+def seen_tasks(saved_config, meta) -> list[str]:
+    """The tasks of the stages a checkpoint has finished, in stage order."""
+    from cpd_jax.continual import stages
+
+    seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
+    return [t for s in seen[:meta["stages_done"]] for t in s]
+
+
 def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     """Evaluates the checkpoint on `tasks` (default: every task it has seen)."""
     from cpd_jax.continual import stages
@@ -56,8 +64,7 @@ def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     check_checkpoint(checkpoint_dir)
     saved_config, params, obs_norm, meta, encoder = restore_student(checkpoint_dir)
     if tasks is None:
-        seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
-        tasks = [t for s in seen[:meta["stages_done"]] for t in s]
+        tasks = seen_tasks(saved_config, meta)
     tasks = check_tasks(tasks, "--eval_tasks")
     # The command's config decides how to evaluate (protocol, episodes, backend); the
     # saved one which goals the student was trained on.

@@ -2,13 +2,16 @@
 
 Config fields are overridden with `--config.a.b=value`; the config is locked, so a
 misspelt field is an error that names it. `--mode=eval --restore=<checkpoint dir>`
-evaluates a saved student on `--eval_tasks` (default: the tasks it has seen).
+evaluates a saved student on `--eval_tasks` (default: the tasks it has seen; --restore
+defaults to <workdir>/checkpoints). `--video` also renders episodes of the saved student
+into <workdir>/videos (`cpd_jax.evaluation.video`; after a run with video.at_end).
 
 A user mistake (`cpd_jax.errors.UserError`: a config value out of range, an unknown task,
 a checkpoint that is not the run's, a diverged loss) prints one line, `error: ...`, and
 exits with code 2; `--traceback` shows the Python traceback instead.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -22,7 +25,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for data, checkpoints, results.")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train (and evaluate), or only evaluate a restored checkpoint.")
-_RESTORE = flags.DEFINE_string("restore", None, "Checkpoint directory for --mode=eval.")
+_RESTORE = flags.DEFINE_string("restore", None, "Checkpoint directory for --mode=eval "
+                               "(default: <workdir>/checkpoints).")
+_VIDEO = flags.DEFINE_bool("video", False, "Also render videos of the saved student into "
+                           "<workdir>/videos (settings: --config.video.*).")
 _EVAL_TASKS = flags.DEFINE_list("eval_tasks", None, "Tasks to evaluate in --mode=eval.")
 _TRACEBACK = flags.DEFINE_bool("traceback", False,
                                 "On a user error, raise it with its traceback instead of "
@@ -43,9 +49,14 @@ def run(config):
     from cpd_jax.cache import enable_compilation_cache
     enable_compilation_cache()  # a resumed job reads its compiled programs back
     logging.info("config:\n%s", config)
+    want_video = _VIDEO.value or ("video" in config and config.video.at_end)
+    if want_video:
+        from cpd_jax.evaluation import video
+        video.check_video_request(config, _MODE.value)  # before any data or training
+    checkpoints = _RESTORE.value or os.path.join(_WORKDIR.value, "checkpoints")
     if _MODE.value == "eval":
         from cpd_jax import evaluate_checkpoint
-        evaluate_checkpoint.run(config, _RESTORE.value, _WORKDIR.value, _EVAL_TASKS.value)
+        evaluate_checkpoint.run(config, checkpoints, _WORKDIR.value, _EVAL_TASKS.value)
     elif config.protocol == "joint":
         from cpd_jax import pipeline  # after flag parsing: keeps --help fast
         pipeline.train_and_evaluate(config, _WORKDIR.value)
@@ -58,13 +69,14 @@ def run(config):
     else:
         raise app.UsageError(f"unknown protocol {config.protocol!r}; use joint, stages or "
                              "teachers")
+    if want_video:
+        video.render_checkpoint_videos(config, checkpoints,
+                                       os.path.join(_WORKDIR.value, "videos"), _EVAL_TASKS.value)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _MODE.value == "eval" and not _RESTORE.value:
-        raise app.UsageError("--mode=eval needs --restore=<checkpoint directory>")
     try:
         run(_CONFIG.value)
     except UserError as e:
