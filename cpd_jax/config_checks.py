@@ -61,6 +61,7 @@ CHOICES = (
     ("continual.old_task_context", ("frozen", "trainable")),
     ("continual.replay_selector", ("dpp", "farthest_first", "random")),
     ("eval.protocol", ("heldout", "metaworld_plus")),
+    ("log.wandb_mode", ("offline", "online")),
 )
 
 

@@ -5,7 +5,6 @@ Pure pieces: `WindowSource` (device arrays), `sample_batch`, `make_train_step`
 guard) is impure.
 """
 
-import time
 from typing import Callable, Sequence
 
 import chex
@@ -14,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import logging
 
+from cpd_jax import live_metrics, progress
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.errors import UserError
 from cpd_jax.student.inputs import History, student_inputs
@@ -292,14 +291,26 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 
 def distill(state: DistillState, train_step, source: WindowSource, num_steps: int,
-            log_every: int = 100, label: str = "distill"):
+            log_every: int = 100, label: str = "distill", writer=None,
+            global_step_offset: int = 0):
     """Runs `num_steps` train steps; logs progress; stops on a non-finite loss.
+
+    At every `log_every` steps (and the last): one progress line (steps/s and ETA,
+    measured after the first step, which compiles) and, with a `live_metrics`
+    writer, the metrics as `distill/<name>` scalars at step
+    `global_step_offset + state.step` (a continual run passes the gradient steps of
+    its earlier stages, so the run's curves share one x axis).
 
     Returns (state, history list of metric dicts at each log point).
     """
-    history, start = [], time.time()
+    writer = writer or live_metrics.DISABLED
+    history = []
+    meter = progress.Progress(label, num_steps, "steps")
+    train_step = progress.log_first_call(train_step, f"{label} train step")
     for i in range(1, num_steps + 1):
         state, metrics = train_step(state, source)
+        if i == 1:
+            meter.restart(done=1)  # the first call compiled: measure the rate after it
         if i % log_every == 0 or i == num_steps:
             m = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if not np.isfinite(m["loss"]):
@@ -309,7 +320,8 @@ def distill(state: DistillState, train_step, source: WindowSource, num_steps: in
                     "(the last checkpoint, if any, is untouched)")
             m["step"] = int(state.step)
             history.append(m)
-            rate = i / (time.time() - start)
-            logging.info("%s step %d/%d loss %.5f mse %.5f aux %.4f (%.1f steps/s)",
-                         label, i, num_steps, m["loss"], m["mse"], m["aux_loss"], rate)
+            meter.update(i, f"loss {m['loss']:.5f} mse {m['mse']:.5f} aux {m['aux_loss']:.4f}")
+            scalars = {f"distill/{k}": v for k, v in m.items() if k != "step"}
+            scalars["distill/steps_per_s"] = meter.rate(i)
+            writer.scalars(global_step_offset + m["step"], scalars)
     return state, history

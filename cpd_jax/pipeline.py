@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cpd_jax import config_checks, distillation
+from cpd_jax import config_checks, distillation, live_metrics, progress
 from cpd_jax.data import rollouts
 from cpd_jax.envs import make_env, validate_tasks
 from cpd_jax.envs import variations as variations_lib
@@ -61,6 +61,7 @@ def collect_or_load(config, task: str, directory: pathlib.Path,
             return traj
     teacher = make_teacher(config.teacher, task)
     chunks, start = [], time.time()
+    meter = progress.Progress(f"collecting {task}", len(variations), "episodes")
     for i in range(0, len(variations), config.data.collect_batch):
         chunk = variations[i:i + config.data.collect_batch]
         env = make_env(config.env.backend, [task] * len(chunk))
@@ -69,6 +70,7 @@ def collect_or_load(config, task: str, directory: pathlib.Path,
                                            noise_std=config.data.collect_noise_std))
         finally:
             env.close()
+        meter.update(i + len(chunk))
     traj = rollouts.concatenate(chunks)
     rollouts.save(directory, traj, {"backend": config.env.backend,
                                    "teacher": config.teacher.kind,
@@ -79,13 +81,30 @@ def collect_or_load(config, task: str, directory: pathlib.Path,
     return traj
 
 
+def collect_or_load_all(config, tasks, directory: pathlib.Path,
+                        variations: list[int] | None = None,
+                        what: str = "teacher data") -> list[rollouts.Trajectories]:
+    """`collect_or_load` of every task in order, with a progress line per task (tasks
+    done / total and an ETA: collecting a task's episodes takes minutes)."""
+    meter = progress.Progress(what, len(tasks), "tasks")
+    out = []
+    for task in tasks:
+        out.append(collect_or_load(config, task, directory, variations))
+        meter.update(len(out), f"{task}: {out[-1].num_episodes} episodes")
+    return out
+
+
 def init_student(config, key):
     """(model, params) of the configured student for inputs of obs + task context."""
     spec = StudentSpec.from_config(config.student)
     model = Student(spec)
     features = 39 + context_dim(config.student.task_context, config.task_encoder.embed_dim)
     dummy = jnp.zeros((1, spec.seq_len, features))
-    params = model.init(key, dummy, jnp.ones((1, spec.seq_len), bool))["params"]
+    # flax's init runs op by op (not jitted: the params stay bitwise what they were),
+    # tens of seconds on a busy CPU, so it gets a line of its own.
+    with progress.timed(f"initialising the student ({spec.num_blocks} blocks, "
+                        f"{spec.num_experts} experts)"):
+        params = model.init(key, dummy, jnp.ones((1, spec.seq_len), bool))["params"]
     return model, params
 
 
@@ -140,7 +159,14 @@ def train_and_evaluate(config, workdir) -> dict:
 
     With `eval.curve_steps`, the student is also evaluated (same protocol) after each of
     those gradient steps: `results["learning_curve"]` = held-out success vs steps.
+    Live metrics (`config.log`, `cpd_jax.live_metrics`): `distill/*` at every log point
+    and `success/*` at every evaluation, against the gradient step.
     """
+    with live_metrics.make_writer(config, workdir) as writer:
+        return _train_and_evaluate(config, workdir, writer)
+
+
+def _train_and_evaluate(config, workdir, writer) -> dict:
     start = time.time()
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +177,7 @@ def train_and_evaluate(config, workdir) -> dict:
     protocol.check_goal_split(config, tasks)  # before any data is collected
     key_init, key_train = jax.random.split(jax.random.PRNGKey(config.seed))
 
-    trajs = [collect_or_load(config, t, data_dir(config, workdir)) for t in tasks]
+    trajs = collect_or_load_all(config, tasks, data_dir(config, workdir))
     t_data = time.time() - start
 
     model, params = init_student(config, key_init)
@@ -176,7 +202,7 @@ def train_and_evaluate(config, workdir) -> dict:
     for target in points:
         t0 = time.time()
         state, part = distillation.distill(state, step_fn, source, target - done,
-                                           config.distill.log_every)
+                                           config.distill.log_every, writer=writer)
         curve += part
         done = target
         t1 = time.time()
@@ -187,6 +213,7 @@ def train_and_evaluate(config, workdir) -> dict:
             np.mean([r["success_rate"] for r in per_task.values()]))})
         logging.info("step %d/%d: mean held-out success %.3f", target, num_steps,
                      learning_curve[-1]["mean_success"])
+        writer.scalars(target, live_metrics.success_scalars(per_task))
     for traj in trajs:
         per_task[traj.task]["teacher_success"] = float(traj.episode_success().mean())
     results = {

@@ -146,4 +146,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.video.width = 320
     c.video.frame_every = 4  # render every 4th env step: 20 fps, real time (80 steps/s)
     c.video.format = "mp4"  # or "gif"
+
+    c.log = ml_collections.ConfigDict()  # live metrics (cpd_jax/live_metrics.py)
+    c.log.tensorboard = True  # scalars to TensorBoard event files in <workdir>/tb
+    c.log.wandb = False  # also to Weights & Biases (needs `pip install wandb`)
+    c.log.wandb_mode = "offline"  # "offline" (run dir in <workdir>/wandb) or "online"
+    c.log.wandb_project = "cpd_jax"  # W&B project name
     return c

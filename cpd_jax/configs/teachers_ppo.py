@@ -70,4 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.teachers.rollout_loop = "scan"  # "scan": a chunk is one XLA program (GPU/TPU);
     #   "host": Python loop over a jitted env step (ppo.make_host_chunk; same numbers):
     #   for CPU MJX, where it compiles ~2x faster at ~1.5x less memory
+
+    config.log = ml_collections.ConfigDict()  # live metrics (cpd_jax/live_metrics.py)
+    config.log.tensorboard = True  # scalars to TensorBoard event files in <workdir>/tb
+    config.log.wandb = False  # also to Weights & Biases (needs `pip install wandb`)
+    config.log.wandb_mode = "offline"  # "offline" (run dir in <workdir>/wandb) or "online"
+    config.log.wandb_project = "cpd_jax"  # W&B project name
     return config

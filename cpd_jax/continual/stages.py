@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cpd_jax import checkpointing, config_checks, distillation, parallel, pipeline
+from cpd_jax import (checkpointing, config_checks, distillation, live_metrics, parallel,
+                     pipeline, progress)
 from cpd_jax.continual import freezing, penalties
 from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
@@ -39,8 +40,9 @@ from cpd_jax.student.inputs import (NUM_TASK_IDS, ObsNorm, fit_obs_norm,
 
 CHECKPOINT_FORMAT = "cpd_jax.continual/v2"
 # Config fields that may change between a run and its resumption (they do not change
-# what is computed): logging cadence, checkpoint retention, where shared data lives.
-RESUMABLE_FIELDS = ("distill.log_every", "checkpoint.max_to_keep", "data.dir")
+# what is computed): logging cadence and live-metric sinks (`log.*`, absent from
+# checkpoints made before it existed), checkpoint retention, where shared data lives.
+RESUMABLE_FIELDS = ("distill.log_every", "log", "checkpoint.max_to_keep", "data.dir")
 
 
 def split_stages(tasks, stage_sizes) -> list[tuple[str, ...]]:
@@ -225,13 +227,16 @@ def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, 
 
 def train_stage(config, method: Method, params, num_old: int, stage: int, source,
                 obs_norm: ObsNorm, key, penalty_fn=None, encoder=None, after_phase=None,
-                stage_tasks=()):
+                stage_tasks=(), writer=None, global_step_offset: int = 0):
     """All phases of one stage (stage is 1-based). The aux-loss lambda and the learning
     rate each follow one schedule over the stage: phase 2 continues phase 1's count.
 
     after_phase: optional `f(phase, params)` called at the end of each phase.
     stage_tasks: the tasks this stage introduces (`context_rows`).
-    Returns (params, curve: logged metrics of every phase).
+    writer, global_step_offset: live metrics (`distillation.distill`); the offset is
+    the gradient steps of the run's earlier stages.
+    Returns (params, curve: logged metrics of every phase; each entry's "step" counts
+    from the start of the stage, so the last one is the stage's number of steps).
     """
     model = _student(config, num_experts(params))
     total = distillation.num_train_steps(config.distill, source)
@@ -256,7 +261,8 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
             state, source = parallel.replicate((state, source), mesh)
         state, phase_curve = distillation.distill(
             state, step_fn, source, steps, config.distill.log_every,
-            label=f"stage {stage} phase {phase}")
+            label=f"stage {stage} phase {phase}", writer=writer,
+            global_step_offset=global_step_offset)
         params, done = state.params, done + steps
         curve += [dict(m, phase=phase) for m in phase_curve]
         if after_phase is not None:
@@ -280,11 +286,13 @@ def heldout_evaluation(config, params, obs_norm, heldout: list[Trajectories],
 
 
 def stage_log(method, ev: dict, phase_mse: list, experts_after_stage: list,
-              stage: int, stage_of_task: np.ndarray, tasks, drift: dict, seconds: float):
+              stage: int, stage_of_task: np.ndarray, tasks, drift: dict, seconds: float,
+              train_steps: int | None = None):
     """The JSON entry of a finished stage (0-based `stage`): held-out MSE per phase,
-    routing shares (methods that grow experts), encoder drift, wall time."""
+    routing shares (methods that grow experts), encoder drift, wall time, gradient
+    steps (a resumed run's live metrics continue from the sum over finished stages)."""
     entry = {"stage": stage, "num_experts": experts_after_stage[-1], "phase_mse": phase_mse,
-             "encoder_drift": drift, "seconds": seconds}
+             "encoder_drift": drift, "seconds": seconds, "train_steps": train_steps}
     if method.expand:
         _, fractions = routing_stats.per_task_fractions(
             ev["expert_index"], ev["token_task"], experts_after_stage[-1],
@@ -295,6 +303,35 @@ def stage_log(method, ev: dict, phase_mse: list, experts_after_stage: list,
             fractions, task_stage, routing_stats.expert_birth_stages(experts_after_stage),
             stage)
     return entry
+
+
+def steps_before_stage(log: list) -> int:
+    """Gradient steps of the finished stages (`stage_log` entries): where the next
+    stage's live-metric step starts. A stage logged before the field existed counts 0."""
+    return int(sum(entry.get("train_steps") or 0 for entry in log))
+
+
+def phase_end_steps(curve: list) -> dict:
+    """{phase: step within the stage at which it ended} from `train_stage`'s curve."""
+    ends = {}
+    for m in curve:
+        ends[m["phase"]] = max(ends.get(m["phase"], 0), int(m["step"]))
+    return ends
+
+
+def stage_scalars(summary_row: dict, R_row: np.ndarray, tasks, stage_of_task: np.ndarray,
+                  stage: int, experts: int) -> dict:
+    """Live-metric scalars at the end of 0-based `stage`: the success of every task seen
+    so far (row `stage` of R), Acc, BWT and MaxForgetting (None at stage 0, where they are
+    undefined), the expert count and the 1-based stage number."""
+    seen = [(t, R_row[j]) for j, t in enumerate(tasks) if stage_of_task[j] <= stage]
+    out = {f"success/{t}": float(v) for t, v in seen}
+    later = stage > 0
+    out.update({"success/mean": summary_row["Acc"], "continual/Acc": summary_row["Acc"],
+                "continual/BWT": summary_row["BWT"] if later else None,
+                "continual/MaxForgetting": summary_row["MaxForgetting"] if later else None,
+                "continual/num_experts": experts, "continual/stage": stage + 1})
+    return out
 
 
 def _save(ckpt, run: RunState, config):
@@ -337,7 +374,15 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
 
     max_stages: stop after this many finished stages (a batch job per stage, or a test
     of resumption); the next call with the same workdir carries on from there.
+    Live metrics (`config.log`, `cpd_jax.live_metrics`): against the gradient step of
+    the whole run (stages and phases in sequence), `distill/*` at every log point,
+    `heldout_mse/*` after each phase, `success/*` and `continual/*` after each stage.
     """
+    with live_metrics.make_writer(config, workdir) as writer:
+        return _run_continual(config, workdir, max_stages, writer)
+
+
+def _run_continual(config, workdir, max_stages, writer) -> dict:
     start = time.time()
     workdir = pathlib.Path(workdir)
     method = get_method(config.method)
@@ -351,16 +396,18 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
     seed_key = jax.random.PRNGKey(config.seed)
     last = len(stages) if max_stages is None else min(max_stages, len(stages))
     prev_data = None  # the previous stage's teacher data (EWC's Fisher)
-    load = lambda t: pipeline.collect_or_load(config, t, pipeline.data_dir(config, workdir))
+    load_all = lambda ts, what: pipeline.collect_or_load_all(
+        config, ts, pipeline.data_dir(config, workdir), what=what)
     for k in range(run.stages_done if run else 0, last):
         t0 = time.time()
         key = jax.random.fold_in(seed_key, k)
         k_init, k_grow, k_train, k_replay, k_pen, k_enc = jax.random.split(key, 6)
-        data = [load(t) for t in stages[k]]
+        data = load_all(stages[k], f"stage {k + 1} teacher data")
         seen = [t for s in stages[:k + 1] for t in s]
-        heldout = [pipeline.collect_or_load(config, t, pipeline.heldout_data_dir(config, workdir),
-                                            pipeline.heldout_variations(config))
-                   for t in (stages[k] if method.fresh_student else seen)]
+        heldout = pipeline.collect_or_load_all(
+            config, stages[k] if method.fresh_student else seen,
+            pipeline.heldout_data_dir(config, workdir), pipeline.heldout_variations(config),
+            what=f"stage {k + 1} held-out teacher episodes")
         if run is None or method.fresh_student:
             _, params = pipeline.init_student(config, k_init)
             obs_norm = run.obs_norm if run else fit_obs_norm(
@@ -386,13 +433,15 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
         drift = {}
         if config.student.task_context == "contrastive":
             previous = None if method.fresh_student else run.encoder
-            run.encoder, drift = train_encoder(config, data + replayed, k_enc, previous,
-                                               old_tasks=seen[:-len(stages[k])])
+            with progress.timed(f"stage {k + 1}: training the task encoder "
+                                f"({config.task_encoder.steps} InfoNCE steps)"):
+                run.encoder, drift = train_encoder(config, data + replayed, k_enc, previous,
+                                                   old_tasks=seen[:-len(stages[k])])
         penalty_fn, prev_source = None, None
         if prev_params is not None:
             if method.penalty == "ewc":
                 if prev_data is None:  # resumed at this stage: reload it from disk
-                    prev_data = [load(t) for t in stages[k - 1]]
+                    prev_data = load_all(stages[k - 1], f"stage {k} teacher data (EWC)")
                 prev_source = distillation.make_window_source(prev_data,
                                                               config.student.seq_len)
             penalty_fn = _penalty(config, method, _student(config, num_experts(prev_params)),
@@ -408,8 +457,14 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
             logging.info("stage %d phase %d: held-out teacher-action MSE %.4f (mean over "
                          "%d tasks)", k + 1, phase, np.mean(list(mse.values())), len(mse))
 
-        params, _ = train_stage(config, method, params, num_old, k + 1, source, obs_norm,
-                                k_train, penalty_fn, run.encoder, after_phase, stages[k])
+        first_step = steps_before_stage(run.log)  # of this stage, in the whole run
+        params, curve = train_stage(config, method, params, num_old, k + 1, source, obs_norm,
+                                    k_train, penalty_fn, run.encoder, after_phase, stages[k],
+                                    writer=writer, global_step_offset=first_step)
+        phase_ends = phase_end_steps(curve)
+        for entry in phase_mse:
+            writer.scalars(first_step + phase_ends[entry["phase"]],
+                           {f"heldout_mse/{t}": v for t, v in entry["mse"].items()})
         if method.replay:
             run.replay = run.replay.add(select_replay(config, data, k, k_replay))
         eval_tasks = list(stages[k]) if method.fresh_student else seen
@@ -422,9 +477,13 @@ def run_continual(config, workdir, max_stages: int | None = None) -> dict:
                 run.R[k, j] = run.R[stage_of_task[j], j]
         run.params, run.obs_norm, run.stages_done = params, obs_norm, k + 1
         experts = [e["num_experts"] for e in run.log] + [num_experts(params)]
+        stage_steps = max(phase_ends.values())
         run.log.append(stage_log(method, evals[-1], phase_mse, experts, k, stage_of_task,
-                                 tasks, drift, time.time() - t0))
+                                 tasks, drift, time.time() - t0, train_steps=stage_steps))
         summary = metrics.summarize(run.R[:k + 1], stage_of_task)
+        writer.scalars(first_step + stage_steps,
+                       stage_scalars(summary[k], run.R[k], tasks, stage_of_task, k,
+                                     num_experts(params)))
         logging.info("stage %d/%d done in %.0fs: Acc %.3f BWT %s experts %d", k + 1, len(stages),
                      time.time() - t0, summary[k]["Acc"], summary[k]["BWT"],
                      num_experts(params))

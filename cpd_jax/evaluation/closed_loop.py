@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cpd_jax import progress
 from cpd_jax.envs import MAX_EPISODE_STEPS, BatchedEnv, task_id
 from cpd_jax.student.inputs import History
 
@@ -82,7 +83,11 @@ def evaluate_tasks(make_env: Callable[[Sequence[str]], BatchedEnv], policy,
     """
     per_wave = max(1, max_envs // len(tasks))
     success, returns = {t: [] for t in tasks}, {t: [] for t in tasks}
-    for start in range(0, len(variations), per_wave):
+    # Every task runs in every wave, so progress is counted in episodes, wave by wave.
+    num_waves = -(-len(variations) // per_wave)
+    meter = progress.Progress(f"evaluation of {len(tasks)} task(s)",
+                              len(tasks) * len(variations), "episodes")
+    for wave_index, start in enumerate(range(0, len(variations), per_wave)):
         wave = list(variations[start:start + per_wave])
         env = make_env([t for t in tasks for _ in wave])
         try:
@@ -94,6 +99,7 @@ def evaluate_tasks(make_env: Callable[[Sequence[str]], BatchedEnv], policy,
         for i, t in enumerate(tasks):
             success[t] += out["success"][i * n:(i + 1) * n].tolist()
             returns[t] += out["return"][i * n:(i + 1) * n].tolist()
+        meter.update(len(tasks) * (start + n), f"wave {wave_index + 1}/{num_waves}")
     return {t: {"success_rate": float(np.mean(success[t])),
                 "mean_return": float(np.mean(returns[t])), "episodes": len(variations)}
             for t in tasks}
@@ -109,4 +115,5 @@ def student_policy(model, params, context_kind: str, embed_fn=None, obs_norm=Non
         actions, _ = model.apply({"params": params}, inputs, history.valid)
         return actions[:, -1]
 
-    return lambda history: act(params, history)
+    return progress.log_first_call(lambda history: act(params, history),
+                                   "the student policy (evaluation)")

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from cpd_jax import live_metrics, progress
 from cpd_jax.teachers import networks, ppo, toy_envs
 
 STATE_DIR = "ppo_state"
@@ -257,11 +258,37 @@ def _compiled(config_key: str, env: ppo.Env, rollout_loop: str = "scan"):
     return fns, jax.jit(jax.vmap(fns.init)), chunk
 
 
+# Per-period values of a chunk's metrics that are bookkeeping, not curves.
+_NOT_SCALARS = ("env_steps", "active", "stopped")
+
+
+def chunk_scalars(metrics: dict, tasks: Sequence[str]) -> list[tuple[int, dict]]:
+    """(step, {`ppo/<task>/<metric>`: value}) for every eval period of a chunk in which
+    the task was still training (`active`); step = the task's env steps at the end of
+    the period. `metrics`: the chunk's metrics as numpy, leaves [N(+padding), periods]
+    (the jitted chunk returns them per period, so nothing leaves the scan early)."""
+    out = []
+    for i, task in enumerate(tasks):
+        for j in np.flatnonzero(metrics["active"][i]):
+            out.append((int(metrics["env_steps"][i][j]), {
+                f"ppo/{task}/{k}": float(v[i][j]) for k, v in metrics.items()
+                if k not in _NOT_SCALARS}))
+    return out
+
+
 def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[str],
-                task_params: Any, log=print) -> dict:
+                task_params: Any, log=print, writer=None) -> dict:
     """Trains one env group (vmapped over its tasks), checkpointing per chunk; exports
-    the teachers. Returns {task: curve}."""
+    the teachers. Returns {task: curve}.
+
+    After each chunk: a progress line (eval periods done / total, env steps/s, ETA;
+    the first chunk's rate includes its compile) through `log`, and the chunk's
+    per-period metrics to `writer` (`live_metrics`: `chunk_scalars`, and
+    `ppo/<group>/env_steps_per_s`)."""
+    writer = writer or live_metrics.DISABLED
     fns, init_fn, chunk_fn = _compiled(_config_key(config.ppo), env, _rollout_loop(config))
+    chunk_fn = progress.log_first_call(
+        chunk_fn, f"[{name}] the PPO training chunk ({_rollout_loop(config)} loop)", log=log)
     num_evals = ppo.schedule(config.ppo)[2]
     n = len(tasks)
     keys = jnp.stack([task_key(config.seed, t) for t in tasks])
@@ -279,8 +306,11 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
         evals_done, state, curves = restored
         log(f"[{name}] resumed at eval period {evals_done}")
     t_start = time.time()
+    meter = progress.Progress(f"[{name}] PPO", num_evals, "eval periods", log=log)
+    meter.restart(evals_done)  # a resumed job's rate counts only its own periods
     while evals_done < num_evals and not bool(jnp.all(state.stopped[:n])):
         k = min(config.teachers.evals_per_chunk, num_evals - evals_done)
+        env_steps_before, t_chunk = np.asarray(state.env_steps[:n]), time.time()
         state, m = chunk_fn(state, k, progress=lambda msg: log(
             f"[{name}] ({time.time() - t_start:.0f}s) {msg}"))
         m = jax.tree_util.tree_map(np.asarray, m)
@@ -289,10 +319,15 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
             for key in _CURVE_KEYS:
                 curves[t][key].extend(_jsonable(m[key][i].tolist()))
         save_state(state_dir, evals_done, state, curves)
-        log(f"[{name}] eval periods {evals_done}/{num_evals} "
-            f"({time.time() - t_start:.0f}s): " + ", ".join(
-                f"{t}: success {curves[t]['eval_success'][-1]:.2f} @ "
-                f"{curves[t]['env_steps'][-1]:,}" for t in tasks))
+        env_steps = np.asarray(state.env_steps[:n])
+        env_steps_per_s = progress.rate(float(np.sum(env_steps - env_steps_before)),
+                                        time.time() - t_chunk)
+        for step, scalars in chunk_scalars(m, tasks):
+            writer.scalars(step, scalars)
+        writer.scalars(int(env_steps.max()), {f"ppo/{name}/env_steps_per_s": env_steps_per_s})
+        meter.update(evals_done, f"{env_steps_per_s:,.0f} env steps/s; " + ", ".join(
+            f"{t}: success {curves[t]['eval_success'][-1]:.2f} @ "
+            f"{curves[t]['env_steps'][-1]:,}" for t in tasks))
     teachers_dir = os.path.join(workdir, TEACHERS_DIR)
     for i, t in enumerate(tasks):
         # Only the periods in which the task was still training belong to its curve.
@@ -306,10 +341,13 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
 
 
 def train_teachers(config, workdir: str, log=print) -> str:
-    """Trains every env group of `config.teachers.tasks`; returns the success table."""
+    """Trains every env group of `config.teachers.tasks`; returns the success table.
+    Live metrics (`config.log`) go to `<workdir>/tb` (`cpd_jax.live_metrics`)."""
     _rollout_loop(config)  # a bad value fails before the envs are built
-    for name, env, tasks, task_params in env_groups(config):
-        train_group(config, workdir, name, env, tasks, task_params, log=log)
+    with live_metrics.make_writer(config, workdir) as writer:
+        for name, env, tasks, task_params in env_groups(config):
+            train_group(config, workdir, name, env, tasks, task_params, log=log,
+                        writer=writer)
     return write_success_table(os.path.join(workdir, TEACHERS_DIR))
 
 
