@@ -1,6 +1,7 @@
 """The continual stage loop: resumption is exact, eval-restore is bitwise, splits."""
 
 import json
+import re
 
 import jax
 import jax.numpy as jnp
@@ -139,8 +140,12 @@ def test_run_writes_accuracy_matrix_and_routing_plots(tmp_path, shared_data):
     c = tiny_config()
     c.data.dir = str(shared_data)
     stages.run_continual(c, tmp_path, max_stages=1)
-    for name in ("results.json", "accuracy_matrix.md", "accuracy_matrix.png", "routing.json"):
+    for name in ("results.json", "accuracy_matrix.md", "accuracy_matrix.png", "routing.json",
+                 "report.md", "task_success.png", "train_curves.png"):
         assert (tmp_path / name).exists(), name
+    report = (tmp_path / "report.md").read_text()
+    for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report):  # no dangling links
+        assert (tmp_path / image).exists(), image
     routing = json.loads((tmp_path / "routing.json").read_text())
     assert routing["tasks"] == ["reach-v3"]
     np.testing.assert_allclose(np.sum(routing["fractions"], axis=-1), 1.0, rtol=1e-6)
