@@ -207,7 +207,9 @@ def main(argv=None):
     if args.sb3_worker:
         print(json.dumps(sb3_worker(args)))
         return
-    results = {"args": vars(args)}
+    # Paths relative to the working directory: a results file names no machine's layout.
+    results = {"args": {k: os.path.relpath(v) if k in ("sb3_python", "out") and v else v
+                        for k, v in vars(args).items()}}
     if args.which in ("both", "ours"):
         try:
             results["ours"] = run_ours(args)
