@@ -6,6 +6,8 @@ joint protocol. Everything it produces lands in `workdir`:
   data/<task>.npz|json  teacher rollouts (reused by later runs with the same workdir)
   results.json          per-task success, mean success, wall times, training curve
   results.md            the same as a markdown table
+  report.md             the run report: tables and plots (per-task success bars, loss
+                        curve, learning curve), `evaluation.run_report`
 """
 
 import json
@@ -22,7 +24,7 @@ from cpd_jax.data import rollouts
 from cpd_jax.envs import make_env, validate_tasks
 from cpd_jax.envs import variations as variations_lib
 from cpd_jax.errors import UserError
-from cpd_jax.evaluation import closed_loop, protocol, report
+from cpd_jax.evaluation import closed_loop, protocol, report, run_report
 from cpd_jax.student import Student, StudentSpec
 from cpd_jax.student.inputs import context_dim, fit_obs_norm
 from cpd_jax.teachers import make_teacher
@@ -130,8 +132,8 @@ def evaluate_student(config, model, params, obs_norm, tasks, embed_fn=None) -> d
 
 
 def write_results(workdir: pathlib.Path, results: dict) -> None:
-    """results.json and results.md (one row per task, then the mean; the learning curve
-    as a second table and learning_curve.png when it has several points)."""
+    """results.json, results.md (one row per task, then the mean; the learning curve
+    as a second table and learning_curve.png when it has several points) and report.md."""
     (workdir / "results.json").write_text(json.dumps(results, indent=2))
     lines = ["| task | teacher success (data) | student success | student return |",
              "| --- | --- | --- | --- |"]
@@ -152,6 +154,7 @@ def write_results(workdir: pathlib.Path, results: dict) -> None:
         report.plot_learning_curves(workdir / "learning_curve.png",
                                     {"student": curve}, results["teacher_mean_success"])
     (workdir / "results.md").write_text("\n".join(lines) + "\n")
+    run_report.write_joint_report(workdir, results)
 
 
 def train_and_evaluate(config, workdir) -> dict:

@@ -32,7 +32,7 @@ from cpd_jax.data import replay as replay_lib
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.envs import MT25_TASKS
 from cpd_jax.errors import UserError
-from cpd_jax.evaluation import metrics, protocol, report, routing_stats
+from cpd_jax.evaluation import metrics, protocol, report, routing_stats, run_report
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
 from cpd_jax.student import task_embedding
 from cpd_jax.student.inputs import (NUM_TASK_IDS, ObsNorm, fit_obs_norm,
@@ -480,6 +480,8 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
         stage_steps = max(phase_ends.values())
         run.log.append(stage_log(method, evals[-1], phase_mse, experts, k, stage_of_task,
                                  tasks, drift, time.time() - t0, train_steps=stage_steps))
+        run.log[-1]["train_curve"] = [  # the run report's per-stage loss curves
+            {key: m[key] for key in ("step", "phase", "loss", "mse")} for m in curve]
         summary = metrics.summarize(run.R[:k + 1], stage_of_task)
         writer.scalars(first_step + stage_steps,
                        stage_scalars(summary[k], run.R[k], tasks, stage_of_task, k,
@@ -540,4 +542,5 @@ def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task
                                  evaluation=results["evaluation"])
     seen = [t for t, k in zip(tasks, stage_of_task) if k < run.stages_done]
     write_routing_and_embedding_plots(workdir, config, run, seen)
+    run_report.write_continual_report(workdir, results)
     return results
