@@ -11,7 +11,7 @@ import pathlib
 import ml_collections
 from absl import logging
 
-from cpd_jax import checkpointing
+from cpd_jax import checkpointing, live_metrics
 from cpd_jax.config_checks import check_tasks
 from cpd_jax.errors import UserError
 from cpd_jax.evaluation import protocol, report
@@ -83,5 +83,11 @@ def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
               for t, r in per_task.items()]
     lines += ["", report.evaluation_note(out["evaluation"])]
     (workdir / "eval_results.md").write_text("\n".join(lines) + "\n")
+    # At the checkpoint's gradient step, so an evaluation in the run's own workdir lands
+    # on the run's x axis; `eval/` keeps it apart from the run's own evaluations.
+    with live_metrics.make_writer(config, workdir) as writer:
+        writer.scalars(stages.steps_before_stage(meta.get("log", [])),
+                       {f"eval/{tag}": v for tag, v in
+                        live_metrics.success_scalars(per_task).items()})
     logging.info("evaluated %s on %d tasks -> %s", checkpoint_dir, len(tasks), workdir)
     return out

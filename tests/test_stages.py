@@ -120,6 +120,14 @@ def test_eval_mode_writes_results_for_the_seen_tasks(tmp_path, shared_data):
     out = evaluate_checkpoint.run(c, tmp_path / "run" / "checkpoints", tmp_path / "eval")
     assert list(out["per_task"]) == ["reach-v3"]
     assert (tmp_path / "eval" / "eval_results.md").exists()
+    # its success also reaches TensorBoard, at the checkpoint's gradient step
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "eval" / "tb"))
+    events.Reload()
+    [scalar] = events.Scalars("eval/success/reach-v3")
+    trained = json.loads((tmp_path / "run" / "results.json").read_text())["stages"]
+    assert scalar.step == sum(s["train_steps"] for s in trained) > 0
+    assert scalar.value == pytest.approx(out["per_task"]["reach-v3"]["success_rate"])
 
 
 def test_missing_checkpoint_is_named(tmp_path):
