@@ -86,7 +86,7 @@ def test_budget_and_select_replay():
         dpp.select(obs[:, 0], 3, "random")
 
 
-def test_replay_buffer_accumulates_and_roundtrips(tmp_path):
+def test_replay_buffer_accumulates_stages():
     rng = np.random.default_rng(0)
 
     def stage_data(n, task0):
@@ -104,11 +104,6 @@ def test_replay_buffer_accumulates_and_roundtrips(tmp_path):
     np.testing.assert_array_equal(buf.tasks(), [0, 1, 5, 6])
     assert buf.obs.shape == (8, 40, 39) and buf.obs.dtype == np.float32
     assert len(buf.for_tasks([5, 6])) == 4
-    path = tmp_path / "replay.npz"
-    buf.save(path)
-    back = ReplayBuffer.load(path)
-    for name in ("obs", "actions", "rewards", "success", "task_ids", "stage"):
-        np.testing.assert_array_equal(getattr(back, name), getattr(buf, name))
     with pytest.raises(ValueError):
         ReplayBuffer.from_arrays(buf.obs, buf.actions, buf.rewards, buf.success,
                                  buf.task_ids[:3], 1)

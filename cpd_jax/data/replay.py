@@ -2,7 +2,9 @@
 
 A `ReplayBuffer` is an immutable bundle of per-trajectory arrays with a common leading
 axis N; `add` returns a new buffer, so the stage loop can keep the buffer of every
-stage (e.g. in a checkpoint) and a resumed run reloads exactly what it had.
+stage. The buffer is persisted as plain arrays inside the run checkpoint
+(`continual/stages.py`: saved with the student, rebuilt with `from_arrays`), so a
+resumed run reloads exactly what it had.
 
     obs      float32[N, T, 39]
     actions  float32[N, T, 4]   (teacher action means)
@@ -14,7 +16,6 @@ stage (e.g. in a checkpoint) and a resumed run reloads exactly what it had.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -75,18 +76,6 @@ class ReplayBuffer:
 
     def for_tasks(self, task_ids) -> "ReplayBuffer":
         return self.take(np.isin(self.task_ids, np.asarray(task_ids)))
-
-    def save(self, path: str) -> None:
-        """Writes an .npz atomically (a killed run never leaves half a file)."""
-        path = os.fspath(path)
-        tmp = f"{path}.tmp{os.getpid()}.npz"
-        np.savez(tmp, **{f: getattr(self, f) for f in FIELDS})
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str) -> "ReplayBuffer":
-        with np.load(os.fspath(path)) as f:
-            return cls(**{name: f[name] for name in FIELDS})
 
 
 def select_stage(obs, actions, rewards, success, task_ids, stage: int,
