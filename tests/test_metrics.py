@@ -57,19 +57,6 @@ def test_teacher_recovery_is_ratio_of_means():
         metrics.teacher_recovery([0.5, 0.1], [0.5])
 
 
-def test_forward_transfer_both_kinds():
-    ref = np.array([0.5, 0.5, 0.8, 0.9])
-    # independent: own-stage success minus the independent learner's: (0.9-0.8 + 1.0-0.9)/2
-    assert metrics.forward_transfer(R, ref, SOT, "independent") == pytest.approx(0.1)
-    # zero_shot needs evaluations one stage early; this R has none.
-    assert math.isnan(metrics.forward_transfer(R, np.zeros(4), SOT, "zero_shot"))
-    r0 = R.copy()
-    r0[0, 2], r0[1, 3] = 0.1, 0.3
-    assert metrics.forward_transfer(r0, np.zeros(4), SOT, "zero_shot") == pytest.approx(0.2)
-    with pytest.raises(ValueError, match="kind"):
-        metrics.forward_transfer(R, ref, SOT, "bogus")
-
-
 def test_continual_world_by_hand():
     cw = metrics.continual_world(R, SOT, reference=[0.5, 0.5, 0.8, 1.0])
     assert cw["average_performance"] == pytest.approx(2.5 / 4)

@@ -16,8 +16,8 @@ Definitions (paper §5 / PAPER_RESULTS.md, per-task columns):
   BWT(k)            = mean_{j: sot[j] <  k} (R[k, j] - R[sot[j], j])      (NaN at k = 0)
   MaxForgetting(k)  = max_{j: sot[j] < k} (max_{sot[j] <= i < k} R[i, j] - R[k, j])
   teacher recovery  = sum_j student[j] / sum_j teacher[j]   (ratio of mean successes)
-  forward transfer  = see `forward_transfer` (two reference kinds).
-  Continual World's average performance / forgetting / forward transfer: `continual_world`.
+  Continual World's average performance / forgetting / forward transfer (against a
+  reference learner's per-task success): `continual_world`.
 """
 
 from typing import Optional, Sequence
@@ -122,36 +122,6 @@ def teacher_recovery(student_acc, teacher_acc) -> float:
         raise ValueError(f"student/teacher success must both be float[T]; got {s.shape}, {t.shape}")
     total = np.sum(t)
     return float(np.sum(s) / total) if total > 0 else float("nan")
-
-
-FORWARD_TRANSFER_KINDS = ("independent", "zero_shot")
-
-
-def forward_transfer(R, reference, stage_of_task, kind: str = "independent") -> float:
-    """Forward transfer over tasks introduced after stage 0 (stage-0 tasks have no past).
-
-    reference: float[T] per-task success of a reference learner.
-    kind="independent": mean_j R[sot[j], j] - reference[j], with `reference` the success
-        of a model trained on task j alone (the "Independent" baseline). Positive = having
-        learned earlier tasks helps learn task j (Continual World's FT, using end-of-stage
-        success instead of the area under the training curve).
-    kind="zero_shot": mean_j R[sot[j]-1, j] - reference[j] (Lopez-Paz & Ranzato's GEM
-        FWT): success on task j *before* training on it, versus `reference` = an untrained
-        (random-init) student's success. Needs R evaluated on task j one stage early;
-        tasks whose R[sot[j]-1, j] is NaN are skipped.
-    NaN when no task qualifies.
-    """
-    if kind not in FORWARD_TRANSFER_KINDS:
-        raise ValueError(f"unknown forward-transfer kind {kind!r}; choose {FORWARD_TRANSFER_KINDS}")
-    R, sot = _check(R, stage_of_task)
-    ref = np.asarray(reference, np.float64)
-    if ref.shape != (R.shape[1],):
-        raise ValueError(f"reference must be float[{R.shape[1]}], got shape {ref.shape}")
-    later = np.flatnonzero((sot > 0) & (sot < R.shape[0]))
-    stage = sot[later] if kind == "independent" else sot[later] - 1
-    values = R[stage, later] - ref[later]
-    values = values[np.isfinite(values)]
-    return float(np.mean(values)) if values.size else float("nan")
 
 
 def continual_world(R, stage_of_task, reference=None) -> dict:
