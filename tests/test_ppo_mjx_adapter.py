@@ -81,6 +81,11 @@ def test_bad_variation_mode():
         mjx_adapter.make_mjx_env("reach-v3", variations="nope")
 
 
-def test_adapter_is_hashable_for_the_runner_cache():
+def test_adapter_is_a_cache_key_by_identity():
+    """The runner caches compiled functions per env object: an env holding arrays must
+    be hashable, and an equal-looking copy (other arrays could differ) a different key."""
     env = mjx_adapter.MjxTaskEnv(sawyer=FakeSawyer(), rand_vecs=RAND_VECS)
-    assert hash(env) == hash(env)
+    copy = dataclasses.replace(env)
+    cache = {env: "compiled for env"}
+    assert cache.get(env) == "compiled for env"
+    assert cache.get(copy) is None and copy != env

@@ -1,5 +1,7 @@
 """Routing statistics per layer and task, token order, heatmap and PCA plots."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,4 +66,9 @@ def test_plots(tmp_path):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     coords, ratio = rs.pca_2d(z)
     assert coords.shape == (80, 2) and ratio[0] > 0.5
-    assert rs.write_fractions_json(str(tmp_path / "r.json"), [0, 1, 2, 3], frac[0:1])
+    path = str(tmp_path / "json" / "r.json")
+    assert rs.write_fractions_json(path, [0, 1, 2, 3], frac[0:1]) == path
+    with open(path) as f:
+        saved = json.load(f)
+    assert saved["tasks"] == ["0", "1", "2", "3"]
+    np.testing.assert_allclose(saved["fractions"], frac[0:1])
