@@ -88,7 +88,11 @@ def test_structure_and_counts():
 
 def test_expand_zero_and_validation():
     params = _init(SPEC)
-    assert growth.expand(params, 0, jax.random.key(0), 0.1) is not None
+    same = growth.expand(params, 0, jax.random.key(0), 0.1)  # no new expert: unchanged
+    assert growth.num_experts(same) == growth.num_experts(params)
+    assert jax.tree.structure(same) == jax.tree.structure(params)
+    for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(a, b)
     new = growth.expand(params, 1, jax.random.key(0), 0.0, gate_kernel="zero")
     layer = params_lib.moe_layers(new)[0]
     moe = new[layer[0]][layer[1]]
