@@ -8,7 +8,7 @@ batch; initial states are built on the host (`envs/mjx/host_reset.py`) so only t
 step is compiled, and its compile time (AOT `lower().compile()`) is reported.
 
 Episodes are MT50 (seed 0) variations 0..N-1 of the task, the protocol of
-`shared/reference/scripted_policy_success_reference.json`.
+`tests/data/scripted_policy_success_reference.json` (found relative to the repository).
 
   PYTHONPATH=. python benchmarks/mjx_scripted_check.py --task window-open-v3 \
       --backend native --episodes 20

@@ -7,8 +7,8 @@ peak RSS is its own.
         --config=teachers_mjx_cpu --out=benchmarks/results/ppo_compile_door_cpu_teacher.json
 
 Why it exists: the scanned chunk nests the MJX step in several while loops, which
-makes XLA's compile slow and memory-hungry on the project's 2-core CPU (door-open-v3
-runs of the teacher runner passed 11-24 GB; BUILD_NOTES, appendix D); the host loop
+makes XLA's compile slow and memory-hungry on a CPU (BUILD_NOTES, appendix D, has
+the measurements); the host loop
 compiles the env step as a plain program. A subprocess is killed when its
 RSS passes `--max_gb` (reported as `killed_at_gb`), so the benchmark cannot take the
 machine down. Prints one JSON line per mode and the ratios scan / host.

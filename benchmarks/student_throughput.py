@@ -1,4 +1,5 @@
-"""Training throughput of the student on this machine, and the MoE dispatch, as ratios.
+"""Training throughput of the student on the machine it runs on, and the MoE dispatch, as
+ratios.
 
 Two sections, each measured against a baseline timed in the same process:
 

@@ -103,7 +103,7 @@ def init_student(config, key):
     features = 39 + context_dim(config.student.task_context, config.task_encoder.embed_dim)
     dummy = jnp.zeros((1, spec.seq_len, features))
     # flax's init runs op by op (not jitted: the params stay bitwise what they were),
-    # tens of seconds on a busy CPU, so it gets a line of its own.
+    # which is slow enough for a paper-sized student to get a progress line of its own.
     with progress.timed(f"initialising the student ({spec.num_blocks} blocks, "
                         f"{spec.num_experts} experts)"):
         params = model.init(key, dummy, jnp.ones((1, spec.seq_len), bool))["params"]

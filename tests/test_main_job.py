@@ -17,7 +17,7 @@ TINY = ["--config.distill.max_steps=20", "--config.distill.log_every=10",
         "--config.eval.episodes_per_task=1", "--config.eval.mse_episodes_per_task=1"]
 
 
-@pytest.mark.slow  # ~3 min of CPU (three stages of compiles); test_stages covers the report
+@pytest.mark.slow  # three stages of compiles; test_stages covers the report
 def test_continual_main_job_runs_and_reports(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "cpd_jax.main",

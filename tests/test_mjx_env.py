@@ -26,8 +26,6 @@ from cpd_jax.teachers import scripted  # noqa: E402
 QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
 PORTED = registry.ported_tasks()
 SLOW_TASKS = tuple(t for t in PORTED if t not in QUICK_TASKS)
-# metaworld scripted-policy success per task on the reference backend (the workplace's
-# shared reference measurement, copied into the repository so a clean clone has it)
 REWARD_TOL = 1e-4
 RESET_OBS_TOL = 1e-3
 SUCCESS_SLACK = 0.10  # MJX scripted success may be at most this below the reference

@@ -1,4 +1,4 @@
-"""MJX port, part 2 (the 15 non-MT10 MT25 tasks) vs the `metaworld` package.
+"""MJX port of the 15 MT25 tasks outside MT10 vs the `metaworld` package.
 
 Reward / success / obs ports are checked on physics states recorded in the reference
 env *without compiling MJX*: the recorded qpos/qvel/mocap are run through native
@@ -35,17 +35,14 @@ PART2_TASKS = (
 PORTED = tuple(t for t in PART2_TASKS if t in registry.ported_tasks())
 # Default run: the eager (no MJX compile) reward/reset checks on a few tasks covering
 # each kind of port (button, fixture moved per episode, hinge, grasp + caging reward);
-# everything else, and every closed-loop check (one step compile is 3-20 min on the
-# shared 2-core CPU), runs with `-m slow`.
+# everything else, and every closed-loop check (each compiles a full MJX step), runs
+# with `-m slow`.
 QUICK_TASKS = ("button-press-wall-v3", "dial-turn-v3", "faucet-open-v3", "coffee-pull-v3")
 # door-lock's / disassemble's reset simulates the hand settle in MJX (one scan compile)
 # even in the eager path (the MT50 table lookup then replaces its result)
 NEEDS_MJX_RESET = ("door-lock-v3", "disassemble-v3")
-# Known reset-obs gaps, {task: reason} (xfail). disassemble's used to be here (the nut's
-# simulated settle on the peg); MT50 variations now reset to the reference's own state.
+# Known reset-obs gaps, {task: reason} (xfail).
 KNOWN_RESET_GAPS: dict[str, str] = {}
-# metaworld scripted-policy success per task on the reference backend (the workplace's
-# shared reference measurement, copied into the repository so a clean clone has it)
 REWARD_TOL = 1e-4
 RESET_OBS_TOL = 1e-3
 SUCCESS_SLACK = 0.10

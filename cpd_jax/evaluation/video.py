@@ -219,7 +219,7 @@ def free_camera(spec: VideoSpec):
 
 def make_renderer(model, spec: VideoSpec):
     """A `mujoco.Renderer` for `model` at the spec's size, without shadows: on a software
-    renderer the shadow pass triples the cost of a frame (0.4 s vs 0.13 s here)."""
+    renderer the shadow pass triples the cost of a frame."""
     import mujoco
 
     renderer = mujoco.Renderer(model, spec.height, spec.width)

@@ -117,9 +117,9 @@ def buffer_dispatch(x, expert_index, gate_weights, experts, capacity: int):
 
 # Fewer, larger blocks amortise each block's weight read (a block's matmul streams its
 # expert's D x H weights once); smaller blocks waste fewer padding rows (up to E *
-# (block - 1)). Measured on the 2-core CPU (jitted forward+backward): 64 was best for
-# dim 64 / hidden 256 at E = 4..12, 128 for dim 256 / hidden 1024 at E = 8, 13 (64 was
-# 1.46x slower there at E = 8). Our reading: larger weights need longer blocks to
+# (block - 1)). Measured (jitted forward+backward; BUILD_NOTES): 64 was best for
+# dim 64 / hidden 256 at E = 4..12, 128 for dim 256 / hidden 1024 at E = 8, 13.
+# Our reading: larger weights need longer blocks to
 # amortise their reads; the switch sits between the two sizes measured, at 256 KB of f32
 # per weight matrix.
 _SMALL_EXPERT_WEIGHTS = 64 * 1024  # D * H elements

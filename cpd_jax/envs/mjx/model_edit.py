@@ -59,8 +59,8 @@ class ModelEdits:
 
 # The Sawyer hand's collision mesh (`eGripperBase`, 6693 vertices, on body `right_hand`)
 # is what pushes the window handles, the coffee button, the lever and the lock in the
-# reference. Mesh pairs are the most expensive MJX collisions (and the compiles with
-# them ran out of memory on the shared CPU), so tasks pair a primitive stand-in instead:
+# reference. Mesh pairs are the most expensive MJX collisions (in compile time and
+# memory as well as per step), so tasks pair a primitive stand-in instead:
 # HAND_PROXY, added to `right_hand` by `build_model` when a pair names it.
 HAND_BODY = "right_hand"
 HAND_PROXY_NAME = "mjx_hand_proxy"

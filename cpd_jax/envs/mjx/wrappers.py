@@ -6,8 +6,8 @@ auto-reset is therefore a batch-level `lax.cond(any(done), ...)` (the reset, one
 `mjx.forward` per env, only runs on the steps where some env finished) followed by a
 per-env select, instead of computing a reset for every env on every step.
 
-The reset program still has to be compiled into the step (on this CPU it is a third of
-the step's XLA compile time). Passing a start-state pool (`step(..., reset_pool=...)`)
+The reset program still has to be compiled into the step, which lengthens its XLA
+compile (BUILD_NOTES has the measurement). Passing a start-state pool (`step(..., reset_pool=...)`)
 turns the restart into a gather and leaves it out of the compiled program.
 """
 

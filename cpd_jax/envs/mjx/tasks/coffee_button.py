@@ -23,11 +23,12 @@ SUCCESS_DIST = 0.02
 NEAR_BUTTON_BOUND = 0.05
 PRESSED_BOUND = 0.005
 
-# The hand itself pushes the button with the end of its mesh. The mesh pair compiled out
-# of memory on the shared CPU, so the hand is the capsule stand-in HAND_PROXY (the box
-# stand-in scripts as well natively, but native box-box yields more contacts than MJX's
-# 4 per pair, so recorded native states no longer fit `mjx.put_data`); the fingers rest on the frame block below the button (box #3); the
-# mug only needs to stand on the table.
+# The hand itself pushes the button with the end of its mesh. Mesh pairs are too costly
+# for MJX (`model_edit.HAND_PROXY`), so the hand is the capsule stand-in HAND_PROXY (the
+# box stand-in scripts as well natively, but native box-box yields more contacts than
+# MJX's 4 per pair, so recorded native states would not fit `mjx.put_data`); the fingers
+# rest on the frame block below the button (box #3); the mug only needs to stand on the
+# table.
 BUTTON = GeomSel(body="cmbutton", gtype="cylinder")
 HAND = HAND_PROXY
 FRAME_LOW = GeomSel(body="cm_link", gtype="box", index=3)

@@ -38,7 +38,7 @@ MT50_RESET_TABLE = True  # SawyerEnv keeps the reference's post-reset states of 
 LOCK = GeomSel(body="lock_link", gtype="box")
 LOCK_BASE = GeomSel(body="door_link", gtype="box", index=0)
 # The hand mesh pushes the lock with its end: the capsule stand-in HAND_PROXY replaces it
-# (mesh pairs compiled out of memory on the shared CPU; a box stand-in's native box-box
+# (mesh pairs are too costly for MJX, `model_edit.HAND_PROXY`; a box stand-in's native box-box
 # contacts do not fit MJX's 4 per pair in `mjx.put_data`).
 HAND = HAND_PROXY
 MODEL_EDITS = ModelEdits(pairs=[(HAND, LOCK)] + p2.fingers_with(LOCK, LOCK_BASE, TABLE),

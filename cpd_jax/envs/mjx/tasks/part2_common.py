@@ -1,7 +1,9 @@
-"""Helpers shared by the part-2 task modules (the 15 non-MT10 MT25 tasks).
-
-Kept separate from `common.py` (owned by the base port) so the two branches merge
-trivially. Pure jax unless stated otherwise.
+"""Helpers of the task modules that need contact and reset machinery beyond `common.py`:
+finger/target contact pairs for the model edits (`fingers_with`), Meta-World's unnamed
+wall body, and the two ways to reproduce a reset whose hand settles by simulation (the
+MT50 lookup table of recorded reference states, `mt50_reset_lookup`, or the simulated
+settle itself, `simulate_hand_reset`). Used by the 15 MT25 tasks outside MT10.
+Pure jax unless stated otherwise.
 """
 
 from cpd_jax.envs.mjx.model_edit import CLAW_GEOMS, PAD_GEOMS, GeomSel

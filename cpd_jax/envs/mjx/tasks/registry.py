@@ -3,7 +3,7 @@
 import importlib
 from types import ModuleType
 
-# name -> module under cpd_jax.envs.mjx.tasks; the MT10 tasks ported so far.
+# name -> module under cpd_jax.envs.mjx.tasks: the 25 MT25 tasks, MT10 first.
 _MODULES = {
     "reach-v3": "reach",
     "push-v3": "push",
@@ -15,7 +15,7 @@ _MODULES = {
     "peg-insert-side-v3": "peg_insert_side",
     "window-open-v3": "window_open",
     "window-close-v3": "window_close",
-    # part 2 (branch mjx2): the other 15 MT25 tasks
+    # the other 15 MT25 tasks
     "button-press-wall-v3": "button_press_wall",
     "button-press-topdown-wall-v3": "button_press_topdown_wall",
     "coffee-button-v3": "coffee_button",
