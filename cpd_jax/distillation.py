@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cpd_jax import live_metrics, progress
+from cpd_jax import live_metrics, parallel, progress
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.errors import UserError
 from cpd_jax.student.inputs import History, student_inputs
@@ -228,7 +228,6 @@ def make_train_step(model, tx: optax.GradientTransformation, distill_config,
         key, sample_key = jax.random.split(state.key)
         batch = sample_batch(sample_key, source, cfg.batch_size)
         if mesh is not None:
-            from cpd_jax import parallel
             batch = parallel.constrain_batch(batch, mesh)
         history, targets = batch
         coef = aux_coefficient(state.step, cfg.aux_coef_start, cfg.aux_coef_decay,
@@ -248,7 +247,6 @@ def make_train_step(model, tx: optax.GradientTransformation, distill_config,
 
     if mesh is None:
         return jax.jit(train_step)
-    from cpd_jax import parallel
     parallel.check_batch_divisible(cfg.batch_size, mesh)
     replicated = parallel.replicated_sharding(mesh)
     return jax.jit(train_step, in_shardings=(replicated, replicated),

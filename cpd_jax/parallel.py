@@ -1,7 +1,9 @@
 """Data-parallel distillation with `jax.sharding`: batch split over a 1-D 'data' mesh.
 
-The train step is `distillation.make_train_step`'s, with two changes: the sampled batch is
-constrained to be sharded along its leading (batch) axis over the mesh, and the jit pins
+Mesh and sharding helpers only; this module imports nothing else of cpd_jax, so the
+distillation step can use it without a cycle. `distillation.make_train_step(...,
+mesh=make_mesh())` is the data-parallel step: the sampled batch is constrained to be
+sharded along its leading (batch) axis over the mesh (`constrain_batch`), and the jit pins
 state and window source replicated. XLA (GSPMD) then runs the forward/backward pass of each
 batch shard on its device and all-reduces the gradients; the update is computed
 identically on every device, so params and optimizer state stay replicated. With the
@@ -17,15 +19,12 @@ Multi-host: `maybe_initialize_distributed(config)` brings up `jax.distributed`; 
 then spans every process's devices. Untested here (one host) -- see BUILD_NOTES.md, appendix E.
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
-import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-from cpd_jax import distillation
 
 DATA_AXIS = "data"
 
@@ -59,32 +58,21 @@ def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
                          f"'{DATA_AXIS}' mesh axis; choose a multiple of {n}")
 
 
-def shard_batch(tree, mesh: Mesh):
-    """Splits every leaf's leading axis over the mesh (all leaves: same leading size B,
-    B divisible by the number of devices)."""
-    sizes = {np.shape(x)[0] for x in jax.tree_util.tree_leaves(tree)}
-    if len(sizes) != 1:
-        raise ValueError(f"batch leaves disagree on the leading (batch) size: {sorted(sizes)}")
-    check_batch_divisible(sizes.pop(), mesh)
-    return jax.device_put(tree, batch_sharding(mesh))
-
-
 def constrain_batch(tree, mesh: Mesh):
     """Inside jit: ask XLA to keep `tree`'s leading axis split over 'data'."""
     return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh))
 
 
-def make_sharded_train_step(model, tx: optax.GradientTransformation, distill_config,
-                            mesh: Mesh, context_kind: str = "none", embed_fn=None,
-                            **kwargs) -> Callable:
-    """`(state, source) -> (state, metrics)` like `distillation.make_train_step`, data-parallel.
-
-    state (`DistillState`) and source (`WindowSource`) should be `replicate`d onto `mesh`
-    (the jit would otherwise copy them every call); outputs come back replicated.
-    Extra keyword arguments (obs_norm, penalty_fn, frozen) go to `make_train_step`.
-    """
-    return distillation.make_train_step(model, tx, distill_config, context_kind, embed_fn,
-                                        mesh=mesh, **kwargs)
+def distributed_kwargs(parallel_config) -> dict:
+    """`jax.distributed.initialize` keyword arguments from the `parallel` block: only the
+    fields set, so JAX auto-detects the rest (empty address, negative count or id)."""
+    kwargs = {}
+    if parallel_config.coordinator_address:
+        kwargs["coordinator_address"] = parallel_config.coordinator_address
+    for name in ("num_processes", "process_id"):
+        if parallel_config[name] >= 0:
+            kwargs[name] = int(parallel_config[name])
+    return kwargs
 
 
 _DISTRIBUTED_STARTED = False
@@ -93,25 +81,17 @@ _DISTRIBUTED_STARTED = False
 def maybe_initialize_distributed(config) -> bool:
     """Calls `jax.distributed.initialize` when `config.parallel.multi_host` is true.
 
-    Optional fields (empty/negative = let JAX auto-detect, e.g. on SLURM or Cloud TPU):
-    `config.parallel.coordinator_address` (str "host:port"), `num_processes` (int),
-    `process_id` (int). Must run before any other JAX call. Returns True when (already)
+    `config.parallel.coordinator_address` (str "host:port"), `num_processes` (int) and
+    `process_id` (int) are passed when set (`distributed_kwargs`; empty/negative = let
+    JAX auto-detect, e.g. on SLURM or Cloud TPU). Must run before any other JAX call. Returns True when (already)
     initialised. Safe to call twice.
     """
     global _DISTRIBUTED_STARTED
-    parallel = config.get("parallel", None) if hasattr(config, "get") else None
-    if not parallel or not parallel.get("multi_host", False):
+    if not config.parallel.multi_host:
         return False
     if _DISTRIBUTED_STARTED:
         return True
-    kwargs = {}
-    if parallel.get("coordinator_address", ""):
-        kwargs["coordinator_address"] = parallel.coordinator_address
-    for name in ("num_processes", "process_id"):
-        value = parallel.get(name, -1)
-        if value is not None and value >= 0:
-            kwargs[name] = int(value)
-    jax.distributed.initialize(**kwargs)
+    jax.distributed.initialize(**distributed_kwargs(config.parallel))
     _DISTRIBUTED_STARTED = True
     logging.info("jax.distributed up: process %d of %d, %d local / %d global devices",
                  jax.process_index(), jax.process_count(), jax.local_device_count(),

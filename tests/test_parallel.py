@@ -1,4 +1,5 @@
-"""Data parallelism: on 4 forced host devices the sharded step equals the 1-device step."""
+"""Data parallelism: on 4 forced host devices the sharded step (`make_train_step` with a
+mesh, as the pipeline builds it) equals the 1-device step."""
 
 import json
 import os
@@ -6,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import ml_collections
 import pytest
 
 from cpd_jax import parallel
@@ -49,8 +49,8 @@ _SCRIPT = textwrap.dedent("""
                                            step=jnp.zeros((), jnp.int32),
                                            key=jax.random.PRNGKey(1))
         single = distillation.make_train_step(model, tx, c.distill, c.student.task_context)
-        sharded = parallel.make_sharded_train_step(model, tx, c.distill, mesh,
-                                                   c.student.task_context)
+        sharded = distillation.make_train_step(model, tx, c.distill, c.student.task_context,
+                                               mesh=mesh)
         s1, s4 = state0, parallel.replicate(state0, mesh)
         hlo = sharded.lower(s4, src4).compile().as_text()
         out = {"losses1": [], "losses4": [], "gnorm1": [], "gnorm4": []}
@@ -118,8 +118,10 @@ def test_batch_must_divide_over_devices():
         parallel.check_batch_divisible(6, fake)
 
 
-def test_maybe_initialize_distributed_is_off_by_default():
-    config = ml_collections.ConfigDict({"seed": 0})
-    assert parallel.maybe_initialize_distributed(config) is False
-    config.parallel = ml_collections.ConfigDict({"multi_host": False})
-    assert parallel.maybe_initialize_distributed(config) is False
+def test_distributed_kwargs_pass_only_the_fields_set():
+    from cpd_jax.configs import default
+    p = default.get_config().parallel
+    assert parallel.distributed_kwargs(p) == {}  # all auto-detected
+    p.coordinator_address, p.num_processes, p.process_id = "10.0.0.1:1234", 4, 0
+    assert parallel.distributed_kwargs(p) == {"coordinator_address": "10.0.0.1:1234",
+                                              "num_processes": 4, "process_id": 0}
