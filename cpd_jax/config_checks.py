@@ -2,8 +2,9 @@
 collected or anything is compiled, with one line naming the field and the fix.
 
 `check_config(config)` is pure (reads the config and constant tables, no files, no JAX
-call) so `cpd_jax.main` can call it before `jax.distributed.initialize()`. Fields a
-config does not have are skipped (the teachers configs have no `student`, ...).
+call) so `cpd_jax.main` can call it before `jax.distributed.initialize()`. Every config
+derives from `configs/default.py`, so every field checked here exists; a config built
+otherwise is refused by the first field it lacks.
 """
 
 import operator
@@ -12,7 +13,6 @@ from cpd_jax.envs.tasks import UnknownTaskError, validate_tasks
 from cpd_jax.errors import UserError
 
 PROTOCOLS = ("joint", "stages", "teachers")
-_MISSING = object()
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 
 # (field, ((op, bound), ...)): every comparison must hold.
@@ -66,11 +66,12 @@ CHOICES = (
 
 
 def get_field(config, dotted: str):
-    """config.a.b for "a.b", or `_MISSING` when the config has no such field."""
+    """config.a.b for "a.b"; UserError naming the field when the config lacks it."""
     node = config
     for name in dotted.split("."):
         if name not in node:
-            return _MISSING
+            raise UserError(f"the config has no field {dotted}; build the config file on "
+                            "cpd_jax/configs/default.py (`default.get_config()`)")
         node = node[name]
     return node
 
@@ -78,8 +79,6 @@ def get_field(config, dotted: str):
 def check_range(config, dotted: str, bounds) -> None:
     """Raises UserError unless every (op, bound) of `bounds` holds for the field."""
     value = get_field(config, dotted)
-    if value is _MISSING:
-        return
     ok = not isinstance(value, bool) and isinstance(value, (int, float))
     if ok and all(_OPS[op](value, bound) for op, bound in bounds):
         return
@@ -90,7 +89,7 @@ def check_range(config, dotted: str, bounds) -> None:
 
 def check_choice(config, dotted: str, choices) -> None:
     value = get_field(config, dotted)
-    if value is not _MISSING and value not in choices:
+    if value not in choices:
         raise UserError(f"{dotted}={value!r} is not one of {', '.join(choices)}; "
                         f"set --config.{dotted} to one of them")
 
@@ -105,12 +104,12 @@ def check_tasks(tasks, field: str) -> tuple[str, ...]:
 
 def _check_heads(config) -> None:
     dim, heads = get_field(config, "student.dim"), get_field(config, "student.num_heads")
-    if _MISSING not in (dim, heads) and dim % heads:
+    if dim % heads:
         raise UserError(f"student.dim={dim} is not divisible by student.num_heads={heads}; "
                         "set --config.student.dim to a multiple of the heads")
     top_k, experts = get_field(config, "student.top_k"), get_field(config,
                                                                     "student.num_experts")
-    if _MISSING not in (top_k, experts) and top_k > experts:
+    if top_k > experts:
         raise UserError(f"student.top_k={top_k} is more than student.num_experts={experts}; "
                         "lower --config.student.top_k")
 
@@ -182,8 +181,7 @@ def check_config(config, protocol: str | None = None) -> None:
     for dotted, choices in CHOICES:
         check_choice(config, dotted, choices)
     _check_heads(config)
-    if get_field(config, "tasks") is not _MISSING:  # teachers configs name their own
-        check_tasks(config.tasks, "tasks")
+    check_tasks(get_field(config, "tasks"), "tasks")
     protocol = protocol or get_field(config, "protocol")
     if protocol == "stages":
         _check_stages(config)

@@ -2,10 +2,16 @@
 
 Usage: `python -m cpd_jax.main --config cpd_jax/configs/teachers_ppo.py
 --workdir /tmp/teachers --config.teachers.tasks="('reach-v3',)"`.
+
+Derives from `default.get_config()` like every config, so every job sees the same
+blocks (`parallel`, `log`, ...). The teachers job reads only `protocol`, `seed`, `ppo`
+(how to train a teacher), `teachers` (which tasks, env and loop) and `log`; the
+distillation blocks (`tasks`, `teacher`, `student`, ...) are carried along unread.
 """
 
 import ml_collections
 
+from cpd_jax.configs import default
 from cpd_jax.envs.tasks import MT25_TASKS
 
 
@@ -53,9 +59,8 @@ def get_ppo_config() -> ml_collections.ConfigDict:
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
+    config = default.get_config()  # seed 0: task i trains with fold_in(PRNGKey(seed), worker id)
     config.protocol = "teachers"  # `python -m cpd_jax.main` dispatches on this
-    config.seed = 0  # task i trains with fold_in(PRNGKey(seed), task worker id)
     config.ppo = get_ppo_config()
     config.teachers = ml_collections.ConfigDict()
     config.teachers.tasks = MT25_TASKS  # any subset: one batch job per task or group
@@ -70,10 +75,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.teachers.rollout_loop = "scan"  # "scan": a chunk is one XLA program (GPU/TPU);
     #   "host": Python loop over a jitted env step (ppo.make_host_chunk; same numbers):
     #   for CPU MJX, where it compiles ~2x faster at ~1.5x less memory
-
-    config.log = ml_collections.ConfigDict()  # live metrics (cpd_jax/live_metrics.py)
-    config.log.tensorboard = True  # scalars to TensorBoard event files in <workdir>/tb
-    config.log.wandb = False  # also to Weights & Biases (needs `pip install wandb`)
-    config.log.wandb_mode = "offline"  # "offline" (run dir in <workdir>/wandb) or "online"
-    config.log.wandb_project = "cpd_jax"  # W&B project name
     return config
