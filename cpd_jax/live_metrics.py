@@ -3,7 +3,7 @@ event files in its workdir (tensorboardX) and, if asked, to Weights & Biases.
 
     tensorboard --logdir runs        # every run's <workdir>/tb, live
 
-Config, the `log` block (configs/default.py; configs/teachers_ppo.py has its own):
+Config, the `log` block (configs/default.py, which every config derives from):
   log.tensorboard    event files under `<workdir>/tb` (default True)
   log.wandb          also log the same scalars with wandb (default False); wandb is not a
                      dependency: without it installed the job stops before any work

@@ -49,7 +49,7 @@ def run(config):
     from cpd_jax.cache import enable_compilation_cache
     enable_compilation_cache()  # a resumed job reads its compiled programs back
     logging.info("config:\n%s", config)
-    want_video = _VIDEO.value or ("video" in config and config.video.at_end)
+    want_video = _VIDEO.value or config.video.at_end
     if want_video:
         from cpd_jax.evaluation import video
         video.check_video_request(config, _MODE.value)  # before any data or training

@@ -97,9 +97,6 @@ def check_video_config(video_config, eval_episodes: int) -> None:
 def check_video_request(config, mode: str) -> None:
     """Before any work (`--video` or video.at_end): the video settings, that there will
     be a saved student to render, and that offscreen rendering works (UserError)."""
-    if "video" not in config:
-        raise UserError("this config has no `video` block; build it on "
-                        "cpd_jax/configs/default.py to render videos")
     check_video_config(config.video, config.eval.episodes_per_task)
     if mode == "train" and config.protocol != "stages":
         raise UserError(f"--video / video.at_end render a continual run's saved student, "
