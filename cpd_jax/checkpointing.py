@@ -11,17 +11,25 @@ template built in advance would have the wrong structure):
 * `restore(step)` returns the pytree *as saved*, its structure read from the checkpoint's
   own tree metadata: nested dicts and lists of arrays. Dicts (flax params, replay-buffer
   dicts) come back as dicts, exactly; other containers are flattened to plain Python types:
-  flax struct dataclasses -> dict of fields, tuples/NamedTuples (optax states) -> lists,
-  empty nodes (`optax.EmptyState()`) -> None. Arrays saved as numpy come back as numpy,
+  flax struct dataclasses and NamedTuples (optax states) -> dict of fields, tuples ->
+  lists, empty nodes (`optax.EmptyState()`) -> None. Arrays saved as numpy come back as numpy,
   jax arrays as jax arrays (on the default device).
 * `restore(step, template_fn=f)` calls `f(metadata)` to build the target structure (e.g.
   `init_student` with `metadata["num_experts"]` experts and `tx.init`, or `jax.eval_shape`
   of them) and restores into it, giving the original types (DistillState, optax
   NamedTuples). Leaves of the template may be arrays or `jax.ShapeDtypeStruct`s.
 
+Zero-size arrays (an empty replay buffer, MJX constraint arrays of a model without
+equality rows) are stored as empty nodes, since orbax refuses them, and come back as
+zeros of their shape and dtype: callers save any pytree of arrays.
+
 Metadata is a JSON dict owned by the caller. Convention for the stage loop: `stage`,
 `num_experts`, `config` (a `ConfigDict.to_dict()`), `metrics`, `replay` (which trajectories
-the buffer holds). `save` adds `format_version` and `step_id`.
+the buffer holds); a checkpoint of one kind of run names it in `format` (`check_format`).
+`save` adds `format_version`, `step_id` and `zero_size_leaves`.
+
+`save_tree` / `restore_tree` store a single pytree at a path, with no steps and no
+metadata: a trained teacher's policy.
 """
 
 import json
@@ -32,6 +40,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -56,12 +65,14 @@ def quiet_orbax_logs() -> None:
         def _drop_orbax_chatter(record):
             return not is_orbax_chatter(record)
         handler.addFilter(_drop_orbax_chatter)
+
 STATE_ITEM = "state"
 METADATA_ITEM = "metadata"
 TMP_SUFFIX = "orbax-checkpoint-tmp"  # orbax names an unfinished step `<step>.<suffix>[-ts]`
 TMP_CLEANUP_ATTEMPTS = 100  # x TMP_CLEANUP_WAIT_S: up to 10 s for in-flight writes to drain
 TMP_CLEANUP_WAIT_S = 0.1
 TMP_SETTLE_CHECKS = 5  # the tmp dir must stay unchanged (then gone) this many waits in a row
+ZERO_SIZE_LEAVES = "zero_size_leaves"  # metadata key: [{"path", "shape", "dtype", "numpy"}]
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -94,6 +105,86 @@ def _restore_args(template):
                                     global_shape=tuple(x.shape))
 
     return jax.tree_util.tree_map(leaf_args, template)
+
+
+def _raw_key(k):
+    """A jax key-path entry as a key into the structure a raw restore returns: dict keys
+    and field names (dataclasses and NamedTuples come back as dicts), tuple positions
+    (tuples come back as lists)."""
+    if isinstance(k, jax.tree_util.DictKey):
+        return k.key
+    if isinstance(k, jax.tree_util.GetAttrKey):
+        return k.name
+    if isinstance(k, jax.tree_util.SequenceKey):
+        return k.idx
+    raise TypeError(f"cannot checkpoint a zero-size leaf under pytree key {k!r}")
+
+
+def _size(x) -> int:
+    return int(np.prod(np.shape(x)))
+
+
+def _split_zero_size(state) -> tuple[Any, list[dict]]:
+    """(state with every zero-size leaf replaced by None, how to rebuild those leaves:
+    [{"path", "shape", "dtype", "numpy"}] in flattening order)."""
+    found = []
+
+    def strip(key_path, x):
+        if _size(x) > 0:
+            return x
+        found.append({"path": [_raw_key(k) for k in key_path],
+                      "shape": list(np.shape(x)), "dtype": str(np.dtype(x.dtype)),
+                      "numpy": isinstance(x, np.ndarray)})
+        return None
+
+    return jax.tree_util.tree_map_with_path(strip, state), found
+
+
+def _zeros(entry: Mapping[str, Any]):
+    make = np.zeros if entry["numpy"] else jnp.zeros
+    return make(tuple(entry["shape"]), jnp.dtype(entry["dtype"]))
+
+
+def _put_back_zero_size(raw_state, entries: Iterable[Mapping[str, Any]]):
+    """The raw restored structure (nested dicts and lists) with the zero-size leaves
+    `_split_zero_size` took out put back as zeros."""
+    for entry in entries:
+        if not entry["path"]:  # the whole state was one zero-size array
+            return _zeros(entry)
+        *parents, last = entry["path"]
+        node = raw_state
+        for k in parents:
+            node = node[k]
+        node[last] = _zeros(entry)
+    return raw_state
+
+
+def _is_none(x) -> bool:
+    return x is None
+
+
+def _as_array(template_leaf):
+    """A zero-size template leaf as the restored value (it holds no data): an array
+    stays itself, a `jax.ShapeDtypeStruct` becomes jax zeros (as its restored
+    non-empty siblings are jax arrays)."""
+    if isinstance(template_leaf, (np.ndarray, jax.Array)):
+        return template_leaf
+    return jnp.zeros(template_leaf.shape, template_leaf.dtype)
+
+
+def _without_zero_size(template) -> tuple[Any, Callable[[Any], Any]]:
+    """(the template with its zero-size leaves as None, restored -> restored with those
+    leaves put back from the template)."""
+    leaves, treedef = jax.tree_util.tree_flatten(template, is_leaf=_is_none)
+    empty = [x is not None and _size(x) == 0 for x in leaves]
+    stripped = treedef.unflatten([None if e else x for x, e in zip(leaves, empty)])
+
+    def put_back(restored):
+        got = treedef.flatten_up_to(restored)
+        return treedef.unflatten([_as_array(x) if e else r
+                                  for x, r, e in zip(leaves, got, empty)])
+
+    return stripped, put_back
 
 
 class RunCheckpointer:
@@ -143,8 +234,9 @@ class RunCheckpointer:
         Returns the step directory. Raises ValueError for an id not after the latest one
         or metadata that is not JSON; whatever goes wrong, earlier steps stay intact.
         """
+        state, zero_size = _split_zero_size(state)
         md = _normalise_json({**metadata, "format_version": FORMAT_VERSION,
-                              "step_id": int(step_id)})
+                              "step_id": int(step_id), ZERO_SIZE_LEAVES: zero_size})
         manager = self._get_manager(create=True)
         latest = self.latest()
         if latest is not None and step_id <= latest:
@@ -246,8 +338,9 @@ class RunCheckpointer:
         path = self.directory / str(step) / STATE_ITEM
         if template_fn is None:
             state_args = ocp.args.PyTreeRestore(restore_args=self._raw_restore_args(step, path))
+            put_back = lambda raw: _put_back_zero_size(raw, metadata.get(ZERO_SIZE_LEAVES, []))
         else:
-            template = template_fn(metadata)
+            template, put_back = _without_zero_size(template_fn(metadata))
             state_args = ocp.args.PyTreeRestore(item=template,
                                                 restore_args=_restore_args(template))
         try:
@@ -257,7 +350,7 @@ class RunCheckpointer:
             raise CorruptCheckpointError(
                 f"checkpoint state {path} could not be restored"
                 f"{' into the template' if template_fn else ''}: {type(e).__name__}: {e}") from e
-        return restored[STATE_ITEM], metadata
+        return put_back(restored[STATE_ITEM]), metadata
 
     def restore_latest_valid(self, template_fn: Optional[Callable[[dict], Any]] = None):
         """(state, metadata) of the newest step that reads back; logs and skips corrupt
@@ -295,6 +388,33 @@ class RunCheckpointer:
         if self._manager is not None:
             self._manager.close()
             self._manager = None
+
+    def __enter__(self) -> "RunCheckpointer":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def check_format(metadata: Mapping[str, Any], expected: str, source: str, fix: str) -> None:
+    """Raises UserError (one line: `source`, both formats, then `fix`) unless the
+    checkpoint's `metadata["format"]` is `expected`: each kind of run names its
+    checkpoints' format, so one kind never restores another's."""
+    found = metadata.get("format")
+    if found != expected:
+        raise UserError(f"{source}: checkpoint format {found!r} is not {expected!r}; {fix}")
+
+
+def save_tree(path, tree) -> None:
+    """Writes one pytree of arrays (no zero-size ones) at `path`, replacing what is there."""
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(pathlib.Path(path).absolute(), tree, force=True)
+    checkpointer.wait_until_finished()
+
+
+def restore_tree(path):
+    """The pytree `save_tree` wrote at `path`, as saved (numpy leaves stay numpy)."""
+    return ocp.StandardCheckpointer().restore(pathlib.Path(path).absolute())
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict:

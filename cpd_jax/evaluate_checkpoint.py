@@ -43,9 +43,8 @@ def check_checkpoint(checkpoint_dir) -> dict:
         raise UserError(f"{where}: no checkpoint steps in it; pass a run's "
                         "<workdir>/checkpoints after at least one finished stage")
     meta = ckpt.restore_metadata()
-    if meta.get("format") != stages.CHECKPOINT_FORMAT:
-        raise UserError(f"{where}: checkpoint format {meta.get('format')!r} is not "
-                        f"{stages.CHECKPOINT_FORMAT!r} (a continual run's)")
+    checkpointing.check_format(meta, stages.CHECKPOINT_FORMAT, where,
+                               "pass a continual run's <workdir>/checkpoints")
     return meta
 
 

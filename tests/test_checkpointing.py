@@ -9,6 +9,7 @@ import pytest
 
 from cpd_jax import checkpointing, distillation
 from cpd_jax.configs import quickstart
+from cpd_jax.errors import UserError
 from cpd_jax.pipeline import init_student
 from cpd_jax.student import num_experts
 
@@ -214,3 +215,65 @@ def test_orbax_info_lines_are_dropped_and_its_warnings_kept():
     assert len([f for f in handler.filters if "orbax" in getattr(f, "__name__", "")]) == 1
     assert not handler.filter(record(orbax_file, std_logging.INFO))
     assert handler.filter(record(orbax_file, std_logging.ERROR))
+
+
+def _with_zero_size_leaves():
+    """Zero-size arrays (numpy and jax) in a dict, a NamedTuple and a flax dataclass,
+    beside ordinary leaves (orbax itself refuses zero-size arrays)."""
+    adam = optax.adam(1e-3).init({"w": jnp.zeros((0, 3)), "b": jnp.ones(2)})
+    state = distillation.DistillState(params={"w": jnp.zeros((0, 4), jnp.bfloat16)},
+                                      opt_state=adam, step=jnp.int32(3),
+                                      key=jax.random.PRNGKey(1))
+    replay = {"obs": np.zeros((0, 0, 0), np.float32), "success": np.zeros((0,), bool),
+              "task_ids": np.arange(2, dtype=np.int32)}
+    return {"replay": replay, "distill": state}
+
+
+def _assert_same_leaves(restored, original, same_array_types=True):
+    """Same leaves in flattening order: values, dtypes, shapes (and numpy vs jax)."""
+    got, want = jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(original)
+    assert len(got) == len(want)
+    for x, y in zip(got, want):
+        if same_array_types:
+            assert isinstance(x, np.ndarray) == isinstance(y, np.ndarray), (type(x), type(y))
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_zero_size_leaves_round_trip_raw_and_with_template(tmp_path):
+    tree = _with_zero_size_leaves()
+    ckpt = checkpointing.RunCheckpointer(tmp_path)
+    ckpt.save(1, tree, {})
+    typed, _ = ckpt.restore(template_fn=lambda _: _with_zero_size_leaves())
+    assert isinstance(typed["distill"], distillation.DistillState)
+    _assert_same_leaves(typed, tree)
+    # An abstract template restores every leaf as a jax array.
+    abstract, _ = ckpt.restore(template_fn=lambda _: jax.eval_shape(_with_zero_size_leaves))
+    _assert_same_leaves(abstract, tree, same_array_types=False)
+    assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(abstract))
+    # Raw: dataclasses and NamedTuples come back as dicts of fields, tuples as lists,
+    # with the zero-size leaves where they were.
+    raw, _ = checkpointing.RunCheckpointer(tmp_path).restore()
+    _assert_same_leaves(raw["replay"], tree["replay"])
+    assert raw["distill"]["params"]["w"].shape == (0, 4)
+    assert raw["distill"]["params"]["w"].dtype == jnp.bfloat16
+    adam_mu = raw["distill"]["opt_state"][0]["mu"]
+    assert adam_mu["w"].shape == (0, 3) and adam_mu["b"].shape == (2,)
+
+
+def test_check_format_names_both_formats_and_the_fix():
+    checkpointing.check_format({"format": "run/v2"}, "run/v2", "ckpt", "fix it")
+    with pytest.raises(UserError, match=r"^ckpt: checkpoint format 'teachers/v1' is not "
+                                        r"'run/v2'; use another directory$"):
+        checkpointing.check_format({"format": "teachers/v1"}, "run/v2", "ckpt",
+                                   "use another directory")
+    with pytest.raises(UserError, match="format None"):
+        checkpointing.check_format({}, "run/v2", "ckpt", "fix it")
+
+
+def test_save_tree_round_trip(tmp_path):
+    tree = {"policy": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)},
+            "count": np.asarray(3.5, np.float32)}
+    checkpointing.save_tree(tmp_path / "policy", tree)
+    checkpointing.save_tree(tmp_path / "policy", tree)  # replaces what is there
+    _assert_same_leaves(checkpointing.restore_tree(tmp_path / "policy"), tree)

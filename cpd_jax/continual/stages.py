@@ -31,7 +31,6 @@ from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.envs import MT25_TASKS
-from cpd_jax.errors import UserError
 from cpd_jax.evaluation import metrics, protocol, report, routing_stats, run_report
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
 from cpd_jax.student import task_embedding
@@ -336,9 +335,8 @@ def stage_scalars(summary_row: dict, R_row: np.ndarray, tasks, stage_of_task: np
 
 def _save(ckpt, run: RunState, config):
     tree = {"params": run.params, "obs_norm": obs_norm_to_tree(run.obs_norm),
-            "R": run.R, "teacher_success": run.teacher_success}
-    if len(run.replay):  # orbax stores no zero-size arrays: an empty buffer is left out
-        tree["replay"] = {f: getattr(run.replay, f) for f in replay_lib.FIELDS}
+            "R": run.R, "teacher_success": run.teacher_success,
+            "replay": {f: getattr(run.replay, f) for f in replay_lib.FIELDS}}
     if run.encoder is not None:
         tree["encoder"] = run.encoder
     meta = {"format": CHECKPOINT_FORMAT, "stages_done": run.stages_done,
@@ -351,9 +349,8 @@ def _restore(ckpt, config) -> RunState | None:
     if ckpt.latest() is None:
         return None
     meta = ckpt.restore_metadata()
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"checkpoint in {ckpt.directory} has format {meta.get('format')!r}, "
-                        f"expected {CHECKPOINT_FORMAT}; use a fresh --workdir")
+    checkpointing.check_format(meta, CHECKPOINT_FORMAT, str(ckpt.directory),
+                               "use a fresh --workdir")
     checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
                                 fix="rerun with the run's config and --config overrides, "
                                 "or use a fresh --workdir")
@@ -361,6 +358,8 @@ def _restore(ckpt, config) -> RunState | None:
     logging.info("resuming after stage %d (%d experts)", meta["stages_done"], meta["num_experts"])
     return RunState(stages_done=meta["stages_done"], params=tree["params"],
                     obs_norm=obs_norm_from_tree(tree["obs_norm"]),
+                    # checkpoints written before the checkpointer kept zero-size arrays
+                    # left an empty buffer out
                     replay=(replay_lib.ReplayBuffer.from_arrays(**tree["replay"])
                             if "replay" in tree else replay_lib.ReplayBuffer.empty()),
                     R=np.asarray(tree["R"]), teacher_success=np.asarray(tree["teacher_success"]),
