@@ -25,6 +25,6 @@ def make_teacher(teacher_config, task: str) -> Teacher:
         from cpd_jax.teachers.scripted import ScriptedTeacher
         return ScriptedTeacher(task)
     if kind == "ppo":
-        from cpd_jax.teachers.ppo_runner import PPOTeacher
+        from cpd_jax.teachers.ppo_teacher import PPOTeacher  # no PPO training code
         return PPOTeacher.load(teacher_config.checkpoint_dir, task)
     raise ValueError(f"unknown teacher kind {kind!r}; choose 'scripted' or 'ppo'")

@@ -63,6 +63,17 @@ class GaussianPolicy(nn.Module):
         return mean, log_std
 
 
+def make_policy(ppo_config, action_size: int) -> GaussianPolicy:
+    """The policy network of `ppo_config` (the `ppo` ConfigDict, or the copy of it a
+    trained teacher's metadata keeps): training and the loaded teacher build it here,
+    so a teacher always applies the network it was trained with."""
+    c = ppo_config
+    return GaussianPolicy(
+        action_size=action_size, hidden=tuple(c.policy_hidden),
+        std_hidden=tuple(c.std_hidden), activation=c.activation, init_std=c.init_std,
+        min_std=c.min_std, max_std=c.max_std, mean_out_scale=c.policy_out_scale)
+
+
 class Critic(nn.Module):
     """obs float32[..., D] -> value float32[...]."""
 

@@ -29,6 +29,8 @@ import numpy as np
 import optax
 
 from cpd_jax.teachers import networks
+from cpd_jax.teachers.normalizer import (RunningStats, init_running_stats, normalize_obs,
+                                         update_running_stats)
 
 # --------------------------------------------------------------------------- env API
 
@@ -68,47 +70,6 @@ class Env(Protocol):
 def bind_task(env: Env, task_params: Any) -> Env:
     """The env specialised to `task_params` (None: the env itself)."""
     return env if task_params is None else env.with_task(task_params)
-
-
-# ------------------------------------------------------------- observation normaliser
-
-
-@struct.dataclass
-class RunningStats:
-    """Running mean/variance of observations (Chan et al. parallel update).
-
-    mean, var: float32[D]; count: float32[] (starts at a tiny epsilon so the
-    first update is well defined)."""
-
-    mean: jax.Array
-    var: jax.Array
-    count: jax.Array
-
-
-def init_running_stats(size: int) -> RunningStats:
-    return RunningStats(mean=jnp.zeros((size,), jnp.float32),
-                        var=jnp.ones((size,), jnp.float32),
-                        count=jnp.asarray(1e-4, jnp.float32))
-
-
-def update_running_stats(stats: RunningStats, x: jax.Array) -> RunningStats:
-    """Folds the batch x float32[N, D] into `stats`."""
-    n = jnp.asarray(x.shape[0], jnp.float32)
-    b_mean = jnp.mean(x, axis=0)
-    b_var = jnp.var(x, axis=0)
-    total = stats.count + n
-    delta = b_mean - stats.mean
-    mean = stats.mean + delta * n / total
-    m2 = stats.var * stats.count + b_var * n + delta**2 * stats.count * n / total
-    return RunningStats(mean=mean, var=m2 / total, count=total)
-
-
-def normalize_obs(stats: RunningStats, obs: jax.Array, clip: float,
-                  enabled: bool = True) -> jax.Array:
-    """(obs - mean) / std, clipped to [-clip, clip]; obs float32[..., D]."""
-    if not enabled:
-        return obs
-    return jnp.clip((obs - stats.mean) * jax.lax.rsqrt(stats.var + 1e-8), -clip, clip)
 
 
 # ------------------------------------------------------------------------------- GAE
@@ -302,10 +263,7 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         raise ValueError(f"baseline must be 'linear' or 'mlp', got {c.baseline!r}")
     num_features = 2 * obs_size + 4
 
-    policy = networks.GaussianPolicy(
-        action_size=action_size, hidden=tuple(c.policy_hidden),
-        std_hidden=tuple(c.std_hidden), activation=c.activation, init_std=c.init_std,
-        min_std=c.min_std, max_std=c.max_std, mean_out_scale=c.policy_out_scale)
+    policy = networks.make_policy(c, action_size)
     critic = networks.Critic(hidden=tuple(c.critic_hidden), activation=c.activation)
     optimizer = optax.chain(optax.clip_by_global_norm(c.max_grad_norm),
                             optax.adam(c.learning_rate, eps=c.adam_eps))

@@ -1,6 +1,6 @@
-"""Training driver and teacher output for PPO teachers (the impure outer loop).
+"""Training driver for PPO teachers (the impure outer loop).
 
-    python -m cpd_jax.teachers.ppo_runner --config=cpd_jax/configs/teachers_ppo_cpu.py \
+    python -m cpd_jax.main --config=cpd_jax/configs/teachers_ppo_cpu.py \
         --workdir=/tmp/teachers [--config.teachers.tasks="('point-mass-east',)"]
 
 `train_teachers(config, workdir)` trains `config.teachers.tasks` (any subset, so one
@@ -8,19 +8,18 @@ batch job per task or group of tasks can share a workdir):
 * tasks that share an env program (the toy env) are vmapped and sharded over local
   devices; MJX tasks (one MuJoCo model each) run one program per task;
 * the jitted unit is a chunk of `evals_per_chunk` eval periods; after each chunk the
-  whole batched TrainState is checkpointed with orbax (`<workdir>/ppo_state/<group>`)
-  so a killed job restarted with the same command resumes; the loop ends early when
-  every task of the group has early-stopped;
-* output per task under `<workdir>/teachers/<task>/`: orbax checkpoint of the policy
-  params + obs normaliser (`policy/`), `metadata.json` (config, sizes, results),
-  `curve.json` and `curve.png` (success and return vs env steps); plus
-  `<workdir>/teachers/success_table.md` (paper Table 3 style) over all tasks present.
+  whole batched TrainState is checkpointed (`checkpointing.RunCheckpointer`,
+  `<workdir>/ppo_state/<group>`) so a killed job restarted with the same command
+  resumes; the loop ends early when every task of the group has early-stopped;
+* output per task under `<workdir>/teachers/<task>/`: the teacher (`ppo_teacher`:
+  policy params + obs normaliser, `metadata.json`), `curve.json` and `curve.png`
+  (success and return vs env steps); plus `<workdir>/teachers/success_table.md`
+  (`report`) over all tasks present.
 
-`PPOTeacher.load(dir, task).action_mean(obs float32[B, D]) -> float32[B, A]` is what
-rollout collection calls (deterministic tanh(mean)).
+Rollout collection loads a teacher with `ppo_teacher.PPOTeacher.load`, which does not
+import this module.
 """
 
-import dataclasses
 import functools
 import json
 import os
@@ -32,12 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cpd_jax import live_metrics, progress
-from cpd_jax.teachers import networks, ppo, toy_envs
+from cpd_jax import checkpointing, live_metrics, progress
+from cpd_jax.errors import UserError
+from cpd_jax.teachers import ppo, ppo_teacher, report, toy_envs
+from cpd_jax.teachers.ppo_teacher import TEACHERS_DIR
 
 STATE_DIR = "ppo_state"
-TEACHERS_DIR = "teachers"
-POLICY_DIR = "policy"
+STATE_FORMAT = "cpd_jax.teachers.ppo_state/v1"
 
 
 # ------------------------------------------------------------------------ envs
@@ -81,50 +81,33 @@ def env_groups(config) -> Iterator[tuple[str, ppo.Env, list[str], Any]]:
 # ----------------------------------------------------------------- checkpoints
 
 
-def _checkpoint_manager(path: str):
-    import orbax.checkpoint as ocp
-    return ocp.CheckpointManager(os.path.abspath(path),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=1))
-
-
-def _leaves_dict(tree) -> dict[str, Any]:
-    """The tree's leaves by index, without zero-size ones (orbax refuses them; MJX
-    data has some, e.g. constraint arrays of a model with no equality rows): a
-    restore takes those from the freshly initialised state."""
-    return {f"{i:05d}": x for i, x in enumerate(jax.tree_util.tree_leaves(tree))
-            if np.size(x) > 0}
-
-
 def save_state(path: str, step: int, state: ppo.TrainState, curves: dict) -> None:
-    """Checkpoint of a batched TrainState (+ the curves so far, as JSON). The task
-    params are not saved: they are rebuilt from the config (an MJX reset pool is
-    large and holds zero-size arrays, which orbax refuses)."""
-    import orbax.checkpoint as ocp
-    with _checkpoint_manager(path) as mngr:
-        mngr.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_leaves_dict(state.replace(task_params=None))),
-            curves=ocp.args.JsonSave(curves)))
-        mngr.wait_until_finished()
+    """Checkpoint of a batched TrainState (+ the curves so far) as step `step` (eval
+    periods done); only the latest is kept. The task params are not saved: they are
+    rebuilt from the config (an MJX reset pool is large)."""
+    with checkpointing.RunCheckpointer(path, max_to_keep=1) as ckpt:
+        ckpt.save(step, state.replace(task_params=None),
+                  {"format": STATE_FORMAT, "curves": curves})
 
 
 def restore_state(path: str, like: ppo.TrainState) -> Optional[tuple[int, Any, dict]]:
     """(step, state, curves) of the latest checkpoint under `path`, or None. `like` is a
-    freshly initialised state that gives the tree structure, shapes and shardings."""
-    import orbax.checkpoint as ocp
-    if not os.path.isdir(path):
-        return None
-    with _checkpoint_manager(path) as mngr:
-        step = mngr.latest_step()
+    freshly initialised state that gives the tree structure, shapes and shardings.
+    UserError if `path` holds something this version cannot resume from."""
+    with checkpointing.RunCheckpointer(path, max_to_keep=1) as ckpt:
+        step = ckpt.latest()
         if step is None:
             return None
-        task_params, like = like.task_params, like.replace(task_params=None)
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, _leaves_dict(like))
-        out = mngr.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), curves=ocp.args.JsonRestore()))
-    like_leaves, treedef = jax.tree_util.tree_flatten(like)
-    leaves = [out["state"].get(f"{i:05d}", x) for i, x in enumerate(like_leaves)]
-    state = jax.tree_util.tree_unflatten(treedef, leaves).replace(task_params=task_params)
-    return step, state, dict(out["curves"])
+        fix = "delete it to train this group from the start"
+        try:
+            metadata = ckpt.restore_metadata(step)
+        except checkpointing.CorruptCheckpointError as e:
+            raise UserError(f"{path}: no PPO training state this version can read (an "
+                            f"older cpd_jax wrote it, or it is damaged); {fix}") from e
+        checkpointing.check_format(metadata, STATE_FORMAT, path, fix)
+        state, metadata = ckpt.restore(
+            step, template_fn=lambda _: like.replace(task_params=None))
+    return step, state.replace(task_params=like.task_params), metadata["curves"]
 
 
 def _jsonable(x):
@@ -139,17 +122,8 @@ def _jsonable(x):
 
 def export_teacher(out_dir: str, task: str, config, state_i: ppo.TrainState,
                    curve: dict, obs_size: int, action_size: int) -> None:
-    """Writes one task's teacher: policy params + obs normaliser (orbax), metadata,
-    learning curve (JSON + PNG). `state_i` is that task's (unbatched) TrainState."""
-    import orbax.checkpoint as ocp
-    os.makedirs(out_dir, exist_ok=True)
-    payload = {"policy": state_i.params["policy"],
-               "obs_stats": {"mean": state_i.obs_stats.mean, "var": state_i.obs_stats.var,
-                             "count": state_i.obs_stats.count}}
-    payload = jax.tree_util.tree_map(np.asarray, payload)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(os.path.abspath(out_dir), POLICY_DIR), payload, force=True)
-    ckptr.wait_until_finished()
+    """Writes one task's teacher (`ppo_teacher.save_teacher`) and its learning curve
+    (JSON + PNG). `state_i` is that task's (unbatched) TrainState."""
     success = curve["eval_success"]
     meta = {
         "task": task, "obs_size": obs_size, "action_size": action_size,
@@ -160,57 +134,10 @@ def export_teacher(out_dir: str, task: str, config, state_i: ppo.TrainState,
         "final_eval_success": float(success[-1]) if success else None,
         "best_eval_success": float(max(success)) if success else None,
     }
-    with open(os.path.join(out_dir, "metadata.json"), "w") as f:
-        json.dump(meta, f, indent=1)
+    ppo_teacher.save_teacher(out_dir, state_i.params["policy"], state_i.obs_stats, meta)
     with open(os.path.join(out_dir, "curve.json"), "w") as f:
         json.dump(curve, f)
-    plot_curve(os.path.join(out_dir, "curve.png"), task, curve)
-
-
-def plot_curve(path: str, task: str, curve: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    steps = np.asarray(curve["env_steps"])
-    axes[0].plot(steps, curve["eval_success"], label="eval (deterministic)")
-    axes[0].plot(steps, curve["train_success"], label="train (stochastic)")
-    axes[0].set_ylabel("success rate")
-    axes[0].set_ylim(-0.02, 1.02)
-    axes[0].legend()
-    axes[1].plot(steps, curve["eval_return"], label="eval")
-    axes[1].plot(steps, curve["train_return"], label="train")
-    axes[1].set_ylabel("episode return")
-    axes[1].legend()
-    for ax in axes:
-        ax.set_xlabel("env steps")
-    fig.suptitle(task)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def write_success_table(teachers_dir: str) -> str:
-    """Markdown table (paper Table 3 style) over every exported teacher in the dir."""
-    rows = []
-    for task in sorted(os.listdir(teachers_dir)):
-        meta_path = os.path.join(teachers_dir, task, "metadata.json")
-        if os.path.exists(meta_path):
-            with open(meta_path) as f:
-                rows.append(json.load(f))
-    lines = ["| task | final success | best success | env steps | early-stopped |",
-             "| --- | --- | --- | --- | --- |"]
-    for m in rows:
-        lines.append(f"| {m['task']} | {m['final_eval_success']:.3f} | "
-                     f"{m['best_eval_success']:.3f} | {m['env_steps']:,} | "
-                     f"{'yes' if m['early_stopped'] else 'no'} |")
-    if rows:
-        mean = np.mean([m["final_eval_success"] for m in rows])
-        lines.append(f"| **mean** | **{mean:.3f}** | | | |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(teachers_dir, "success_table.md"), "w") as f:
-        f.write(text)
-    return text
+    report.plot_curve(os.path.join(out_dir, "curve.png"), task, curve)
 
 
 # ---------------------------------------------------------------------- driver
@@ -348,68 +275,4 @@ def train_teachers(config, workdir: str, log=print) -> str:
         for name, env, tasks, task_params in env_groups(config):
             train_group(config, workdir, name, env, tasks, task_params, log=log,
                         writer=writer)
-    return write_success_table(os.path.join(workdir, TEACHERS_DIR))
-
-
-# -------------------------------------------------------------------- teacher
-
-
-@dataclasses.dataclass
-class PPOTeacher:
-    """A trained PPO teacher: deterministic action means for rollout collection."""
-
-    task: str
-    metadata: dict
-    params: Any
-    obs_stats: ppo.RunningStats
-    _apply: Any = None
-
-    @classmethod
-    def load(cls, directory: str, task: str) -> "PPOTeacher":
-        """`directory` is a runner workdir (with `teachers/<task>/`) or the teachers dir."""
-        import orbax.checkpoint as ocp
-        task_dir = os.path.join(directory, TEACHERS_DIR, task)
-        if not os.path.isdir(task_dir):
-            task_dir = os.path.join(directory, task)
-        with open(os.path.join(task_dir, "metadata.json")) as f:
-            meta = json.load(f)
-        payload = ocp.StandardCheckpointer().restore(
-            os.path.join(os.path.abspath(task_dir), POLICY_DIR))
-        s = payload["obs_stats"]
-        stats = ppo.RunningStats(mean=jnp.asarray(s["mean"]), var=jnp.asarray(s["var"]),
-                                 count=jnp.asarray(s["count"]))
-        return cls(task=task, metadata=meta, params=payload["policy"], obs_stats=stats)
-
-    def __post_init__(self):
-        c = ml_collections.ConfigDict(self.metadata["ppo_config"])
-        policy = networks.GaussianPolicy(
-            action_size=self.metadata["action_size"], hidden=tuple(c.policy_hidden),
-            std_hidden=tuple(c.std_hidden), activation=c.activation, init_std=c.init_std,
-            min_std=c.min_std, max_std=c.max_std, mean_out_scale=c.policy_out_scale)
-
-        def action_mean(params, stats, obs):
-            obs_n = ppo.normalize_obs(stats, obs, c.obs_clip, c.normalize_observations)
-            return jnp.tanh(policy.apply(params, obs_n)[0])
-
-        self._apply = jax.jit(action_mean)
-
-    def action_mean(self, obs: np.ndarray) -> np.ndarray:
-        """obs float32[B, D] -> deterministic action tanh(mean) float32[B, A]."""
-        return np.asarray(self._apply(self.params, self.obs_stats,
-                                      jnp.asarray(obs, jnp.float32)))
-
-
-def main(argv):
-    del argv
-    from absl import flags, logging
-    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
-    print(train_teachers(flags.FLAGS.config, flags.FLAGS.workdir))
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-    config_flags.DEFINE_config_file("config", None, "teachers PPO config file")
-    flags.DEFINE_string("workdir", None, "shared output dir (checkpoints, teachers)")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    return report.write_success_table(os.path.join(workdir, TEACHERS_DIR))
