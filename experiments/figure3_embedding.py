@@ -13,6 +13,7 @@ Output: `<out>.png` (PCA of z of held-out teacher windows, one colour per task),
 """
 
 import json
+import os
 import pathlib
 
 import numpy as np
@@ -65,7 +66,8 @@ def main(argv):
     routing_stats.plot_task_embedding_pca(z_test, y_test, dict(enumerate(MT25_TASKS)),
                                           str(out.parent), filename=out.name + ".png")
     drift = [{"stage": s["stage"] + 1, "drift": s["encoder_drift"]} for s in results["stages"]]
-    summary = {"run": str(run), "stages_done": meta["stages_done"],
+    summary = {"run": os.path.relpath(run),  # no machine path in a results file
+               "stages_done": meta["stages_done"],
                "nearest_centroid_accuracy": accuracy, "drift_per_stage": drift,
                "evaluation": results["evaluation"]}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
