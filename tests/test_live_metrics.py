@@ -14,8 +14,7 @@ from cpd_jax.configs import quickstart
 from cpd_jax.continual import stages
 from cpd_jax.errors import UserError
 from cpd_jax.teachers import ppo_runner
-from tests.test_ppo_runner import runner_config
-from tests.test_stages import tiny_config
+from tests.helpers import ppo_runner_config, tiny_continual_config
 
 
 def read_scalars(logdir) -> dict:
@@ -117,7 +116,8 @@ def test_joint_run_events_equal_its_results(tmp_path, shared_data):
 
 
 def test_continual_steps_continue_across_stages_phases_and_a_resume(tmp_path, shared_data):
-    c = tiny_config()  # 12 steps per stage, log every 6; stage 1: 1 phase, later: 6 + 6
+    # 12 steps per stage, log every 6; stage 1: 1 phase, later: 6 + 6
+    c = tiny_continual_config()
     c.tasks = c.tasks[:2]
     c.continual.stage_sizes = (1, 1)
     c.data.dir = str(shared_data)
@@ -143,7 +143,7 @@ def test_continual_steps_continue_across_stages_phases_and_a_resume(tmp_path, sh
 
 
 def test_ppo_chunks_reach_the_event_files(tmp_path):
-    config = runner_config(4)  # 2 chunks of 2 eval periods, 2 toy tasks, one program
+    config = ppo_runner_config(4)  # 2 chunks of 2 eval periods, 2 toy tasks, one program
     ppo_runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
     events = read_scalars(tmp_path / "tb")
     for task in config.teachers.tasks:
@@ -173,7 +173,7 @@ def test_chunk_scalars_skip_periods_after_an_early_stop():
 
 
 def test_disabled_tensorboard_writes_nothing(tmp_path):
-    config = runner_config(2)
+    config = ppo_runner_config(2)
     config.log.tensorboard = False
     ppo_runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
     assert (tmp_path / "teachers").is_dir()  # the job ran...

@@ -17,29 +17,21 @@ import pytest
 
 from cpd_jax.configs import teachers_ppo, teachers_ppo_cpu
 from cpd_jax.teachers import networks, ppo, ppo_runner, toy_envs
+from tests.helpers import TOY_TASKS3, small_ppo_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASKS3 = ("point-mass-center", "point-mass-east", "point-mass-north")
-
-
-def small_config(num_evals: int = 2):
-    """CPU config cut to `num_evals` eval periods of 2 updates, no early stop (for
-    equality tests). The runner test uses the same config, so compiled functions
-    are shared through `ppo_runner`'s cache when both files run in one process."""
-    c = teachers_ppo_cpu.get_config().ppo
-    c.eval_every_steps = 2 * c.num_envs * c.unroll_length  # 2 updates per eval period
-    c.total_env_steps = num_evals * c.eval_every_steps
-    c.num_eval_envs = 8
-    c.early_stop_success = 2.0  # never: these tests need a fixed amount of work
-    return c
+# test_ppo_runner.py imports `small_config` from this module; delete this alias once it
+# imports `small_ppo_config` from tests.helpers.
+small_config = small_ppo_config
 
 
 @functools.lru_cache(maxsize=None)
 def _unsharded_multi_task_run(seed: int):
     """(TrainState[3], metrics[3, 2]) of the 3 toy tasks, vmapped, one device."""
     keys = jax.random.split(jax.random.PRNGKey(seed), 3)
-    goals = jnp.asarray(toy_envs.toy_task_params(TASKS3))
-    return keys, goals, ppo.make_multi_task_train(small_config(), toy_envs.PointMass())(keys, goals)
+    goals = jnp.asarray(toy_envs.toy_task_params(TOY_TASKS3))
+    train = ppo.make_multi_task_train(small_ppo_config(), toy_envs.PointMass())
+    return keys, goals, train(keys, goals)
 
 
 # ------------------------------------------------------------------------ math
@@ -190,7 +182,7 @@ def _train_tasks_alone(c, keys, goals):
 
 
 def test_vmapped_tasks_equal_tasks_alone():
-    c = small_config()
+    c = small_ppo_config()
     keys, goals, (batched_state, batched_m) = _unsharded_multi_task_run(7)
     for i, (state, m) in enumerate(_train_tasks_alone(c, keys, goals)):
         jax.tree_util.tree_map(
@@ -209,7 +201,7 @@ def _two_tasks_first_stopped(c):
     program is compiled once for all the tests that use it."""
     fns, init_fn, chunk_fn = ppo_runner._compiled(ppo_runner._config_key(c), toy_envs.PointMass())
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
-    state0 = init_fn(keys, jnp.asarray(toy_envs.toy_task_params(TASKS3[1:])))
+    state0 = init_fn(keys, jnp.asarray(toy_envs.toy_task_params(TOY_TASKS3[1:])))
     return fns, chunk_fn, state0.replace(stopped=jnp.array([True, False]))
 
 
@@ -219,7 +211,7 @@ def _assert_task0_frozen(before, after):
 
 
 def test_stopped_task_is_frozen_while_others_train():
-    c = small_config()
+    c = small_ppo_config()
     _, chunk_fn, state0 = _two_tasks_first_stopped(c)
     state1, m = chunk_fn(state0, 2)
     _assert_task0_frozen(state0, state1)
@@ -232,18 +224,19 @@ def test_stopped_task_is_frozen_while_others_train():
 _SHARDED_SCRIPT = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
-    from tests.test_ppo import small_config, TASKS3
+    from tests.helpers import TOY_TASKS3, small_ppo_config
     from cpd_jax.teachers import ppo, toy_envs
     assert jax.device_count() == 4, jax.devices()
     keys = jax.random.split(jax.random.PRNGKey(7), 3)  # 3 tasks on 4 devices: padded
-    goals = jnp.asarray(toy_envs.toy_task_params(TASKS3))
+    goals = jnp.asarray(toy_envs.toy_task_params(TOY_TASKS3))
     mesh = ppo.task_mesh()
-    state, m = ppo.make_multi_task_train(small_config(), toy_envs.PointMass(), mesh)(keys, goals)
+    train = ppo.make_multi_task_train(small_ppo_config(), toy_envs.PointMass(), mesh)
+    state, m = train(keys, goals)
     leaves = jax.tree_util.tree_leaves(state.params)
     np.savez(sys.argv[1], eval_return=np.asarray(m["eval_return"]),
              **{f"p{i}": np.asarray(x) for i, x in enumerate(leaves)})
     # The program really ran across the 4 devices.
-    fns = ppo.make_ppo(small_config(), toy_envs.PointMass())
+    fns = ppo.make_ppo(small_ppo_config(), toy_envs.PointMass())
     keys4 = jax.random.split(jax.random.PRNGKey(3), 4)
     st = jax.jit(jax.vmap(fns.init))(*ppo.shard_tasks((keys4, jnp.zeros((4, 2))), mesh))
     assert len(st.params["policy"]["params"]["mean"]["Dense_0"]["kernel"].sharding.device_set) == 4
@@ -269,7 +262,7 @@ def test_host_loop_chunk_equals_scanned_chunk():
     """`ppo.make_host_chunk` (Python loop over jitted env steps, used for CPU MJX) is
     the scanned chunk computed differently: same params, same metrics, and an
     early-stopped task stays frozen in both."""
-    c = small_config()
+    c = small_ppo_config()
     fns, chunk_fn, state0 = _two_tasks_first_stopped(c)
     scanned, m_scan = chunk_fn(state0, 2)
     host_chunk = ppo.make_host_chunk(fns, c)

@@ -1,5 +1,5 @@
-"""The MJX adapter against a stand-in with the port's API (the real port compiles for
-minutes on CPU; `benchmarks/ppo_reach.py` runs PPO on it)."""
+"""The MJX adapter against a stand-in with the port's API (the real port's compile is
+too slow for the default suite; `benchmarks/ppo_reach.py` runs PPO on it)."""
 
 import dataclasses
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cpd_jax.teachers import mjx_adapter, ppo, toy_envs
+from tests.helpers import small_ppo_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +45,7 @@ def test_mt50_mode_draws_goals_from_the_given_variations():
 def test_random_mode_and_ppo_update_through_adapter():
     env = mjx_adapter.MjxTaskEnv(sawyer=FakeSawyer(), variations="random",
                                  observation_size=4, action_size=2)
-    from tests.test_ppo import small_config
-    fns = ppo.make_ppo(small_config(), env)
+    fns = ppo.make_ppo(small_ppo_config(), env)
     state, m = jax.jit(fns.update)(fns.init(jax.random.PRNGKey(0)))
     assert int(state.env_steps) > 0 and np.isfinite(float(m["pg_loss"]))
 
@@ -68,8 +68,7 @@ def test_ppo_trains_on_the_pool_as_task_params():
     env = mjx_adapter.MjxTaskEnv(sawyer=FakeSawyer(), rand_vecs=RAND_VECS,
                                  observation_size=4, action_size=2)
     pool = mjx_adapter.make_reset_pool(env, jax.random.PRNGKey(0))
-    from tests.test_ppo import small_config
-    fns = ppo.make_ppo(small_config(), env)
+    fns = ppo.make_ppo(small_ppo_config(), env)
     state, m = jax.jit(fns.update)(fns.init(jax.random.PRNGKey(0), pool))
     goals = np.asarray(state.env_state.pipeline_state[1])
     dist = np.min(np.linalg.norm(goals[:, None] - RAND_VECS[None], axis=-1), axis=1)

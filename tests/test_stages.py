@@ -9,26 +9,11 @@ import numpy as np
 import pytest
 
 from cpd_jax import evaluate_checkpoint
-from cpd_jax.configs import mt25_5stage_cpu
 from cpd_jax.continual import stages
 from cpd_jax.evaluation import closed_loop
 from cpd_jax.student import Student, StudentSpec, num_experts
-
-TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
-
-
-def tiny_config(method="ours"):
-    c = mt25_5stage_cpu.get_config()
-    c.tasks = TASKS
-    c.method = method
-    c.continual.stage_sizes = (1, 1, 1)
-    c.data.episodes_per_task = 2
-    c.student.dim, c.student.num_blocks, c.student.num_experts, c.student.seq_len = 16, 1, 2, 4
-    c.continual.new_experts_per_stage = 1
-    c.distill.max_steps, c.distill.batch_size, c.distill.log_every = 12, 16, 6
-    c.eval.episodes_per_task = 2
-    c.continual.replay_fraction = 0.5  # 1 of 2 episodes: replay is non-empty
-    return c
+from tests.helpers import TINY_CONTINUAL_TASKS as TASKS
+from tests.helpers import tiny_continual_config
 
 
 def test_split_stages_partitions_the_stream():
@@ -43,7 +28,7 @@ def shared_data(tmp_path_factory):
 
 
 def test_killed_after_stage_2_and_restarted_matches_uninterrupted(tmp_path, shared_data):
-    c = tiny_config()
+    c = tiny_continual_config()
     c.data.dir = str(shared_data)
     full = stages.run_continual(c, tmp_path / "full")
     stages.run_continual(c, tmp_path / "resumed", max_stages=2)
@@ -59,7 +44,7 @@ def test_killed_after_stage_2_and_restarted_matches_uninterrupted(tmp_path, shar
 
 
 def test_results_log_every_stage_and_name_the_evaluation_protocol(tmp_path, shared_data):
-    c = tiny_config()
+    c = tiny_continual_config()
     c.data.dir = str(shared_data)
     out = stages.run_continual(c, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -83,7 +68,7 @@ def test_penalty_methods_resumed_after_stage_2_match_uninterrupted(tmp_path, sha
                                                                    method):
     """EWC / KL anchor stage 3 on stage 2's student and data: a resumed run reloads that
     data from disk, an uninterrupted one keeps it in memory; the params must agree."""
-    c = tiny_config(method)
+    c = tiny_continual_config(method)
     c.data.dir = str(shared_data)
     full = stages.run_continual(c, tmp_path / "full")
     stages.run_continual(c, tmp_path / "resumed", max_stages=2)
@@ -95,7 +80,7 @@ def test_penalty_methods_resumed_after_stage_2_match_uninterrupted(tmp_path, sha
 
 
 def test_restore_for_eval_gives_bitwise_the_same_actions(tmp_path, shared_data):
-    c = tiny_config()
+    c = tiny_continual_config()
     c.data.dir = str(shared_data)
     run = stages.run_continual(c, tmp_path, max_stages=2)["state"]
     config, params, obs_norm, meta, _ = evaluate_checkpoint.restore_student(
@@ -114,7 +99,7 @@ def test_restore_for_eval_gives_bitwise_the_same_actions(tmp_path, shared_data):
 
 
 def test_eval_mode_writes_results_for_the_seen_tasks(tmp_path, shared_data):
-    c = tiny_config()
+    c = tiny_continual_config()
     c.data.dir = str(shared_data)
     stages.run_continual(c, tmp_path / "run", max_stages=1)
     out = evaluate_checkpoint.run(c, tmp_path / "run" / "checkpoints", tmp_path / "eval")
@@ -136,7 +121,7 @@ def test_missing_checkpoint_is_named(tmp_path):
 
 
 def test_mismatched_config_on_resume_is_refused(tmp_path, shared_data):
-    c = tiny_config()
+    c = tiny_continual_config()
     c.data.dir = str(shared_data)
     stages.run_continual(c, tmp_path, max_stages=1)
     c.student.dim = 32
@@ -145,7 +130,7 @@ def test_mismatched_config_on_resume_is_refused(tmp_path, shared_data):
 
 
 def test_run_writes_accuracy_matrix_and_routing_plots(tmp_path, shared_data):
-    c = tiny_config()
+    c = tiny_continual_config()
     c.data.dir = str(shared_data)
     stages.run_continual(c, tmp_path, max_stages=1)
     for name in ("results.json", "accuracy_matrix.md", "accuracy_matrix.png", "routing.json",
@@ -160,7 +145,7 @@ def test_run_writes_accuracy_matrix_and_routing_plots(tmp_path, shared_data):
 
 
 def test_contrastive_task_context_trains_an_encoder_and_restores_it(tmp_path, shared_data):
-    c = tiny_config()
+    c = tiny_continual_config()
     c.data.dir = str(shared_data)
     c.student.task_context = "contrastive"
     c.continual.stage_sizes = (2, 1)

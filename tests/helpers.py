@@ -1,0 +1,51 @@
+"""Configs shared by several test files.
+
+Test files import from here (`from tests.helpers import ...`), never from each other: a
+test module imported under a second name runs twice and its caches are not shared.
+Tests that use the same config also share the compiled functions (`ppo_runner` caches
+them per config), which is why these configs are defined once.
+"""
+
+from cpd_jax.configs import mt25_5stage_cpu, teachers_ppo_cpu
+
+# Three point-mass goals of the toy PPO env (cpd_jax.teachers.toy_envs).
+TOY_TASKS3 = ("point-mass-center", "point-mass-east", "point-mass-north")
+# Three Meta-World tasks with cheap scripted teachers, one per stage of the tiny runs.
+TINY_CONTINUAL_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
+
+
+def small_ppo_config(num_evals: int = 2):
+    """The CPU PPO config cut to `num_evals` eval periods of 2 updates, with no early
+    stop: equality tests need a fixed amount of work."""
+    c = teachers_ppo_cpu.get_config().ppo
+    c.eval_every_steps = 2 * c.num_envs * c.unroll_length  # 2 updates per eval period
+    c.total_env_steps = num_evals * c.eval_every_steps
+    c.num_eval_envs = 8
+    c.early_stop_success = 2.0  # never: these tests need a fixed amount of work
+    return c
+
+
+def ppo_runner_config(total_evals: int):
+    """A teachers config for `ppo_runner.train_teachers`: two toy tasks, chunks of two
+    eval periods, the PPO block of `small_ppo_config` (same compiled functions)."""
+    config = teachers_ppo_cpu.get_config()
+    config.ppo = small_ppo_config(total_evals)
+    config.teachers.tasks = ("point-mass-east", "point-mass-north")
+    config.teachers.evals_per_chunk = 2
+    return config
+
+
+def tiny_continual_config(method: str = "ours"):
+    """Three one-task stages of `TINY_CONTINUAL_TASKS`: 2 episodes per task, a 1-block
+    student of width 16, 12 distillation steps per stage, a non-empty replay."""
+    c = mt25_5stage_cpu.get_config()
+    c.tasks = TINY_CONTINUAL_TASKS
+    c.method = method
+    c.continual.stage_sizes = (1, 1, 1)
+    c.data.episodes_per_task = 2
+    c.student.dim, c.student.num_blocks, c.student.num_experts, c.student.seq_len = 16, 1, 2, 4
+    c.continual.new_experts_per_stage = 1
+    c.distill.max_steps, c.distill.batch_size, c.distill.log_every = 12, 16, 6
+    c.eval.episodes_per_task = 2
+    c.continual.replay_fraction = 0.5  # 1 of 2 episodes: replay is non-empty
+    return c
