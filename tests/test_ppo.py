@@ -20,9 +20,6 @@ from cpd_jax.teachers import networks, ppo, ppo_runner, toy_envs
 from tests.helpers import TOY_TASKS3, small_ppo_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# test_ppo_runner.py imports `small_config` from this module; delete this alias once it
-# imports `small_ppo_config` from tests.helpers.
-small_config = small_ppo_config
 
 
 @functools.lru_cache(maxsize=None)

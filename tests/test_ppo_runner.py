@@ -13,20 +13,12 @@ import numpy as np
 import pytest
 
 from cpd_jax import checkpointing
-from cpd_jax.configs import teachers_ppo_cpu
 from cpd_jax.errors import UserError
 from cpd_jax.teachers import networks, normalizer, ppo, ppo_runner, ppo_teacher, toy_envs
-from tests.test_ppo import small_config
+from tests.helpers import ppo_runner_config, small_ppo_config
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def runner_config(total_evals: int):
-    config = teachers_ppo_cpu.get_config()
-    config.ppo = small_config(total_evals)  # same compiled functions as test_ppo.py
-    config.teachers.tasks = ("point-mass-east", "point-mass-north")
-    config.teachers.evals_per_chunk = 2
-    return config
 
 
 def _params(workdir, task):
@@ -37,12 +29,12 @@ def _params(workdir, task):
 def test_runner_exports_resumes_and_teacher_acts(tmp_path):
     quiet = lambda *a: None
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    table = ppo_runner.train_teachers(runner_config(4), full, log=quiet)
+    table = ppo_runner.train_teachers(ppo_runner_config(4), full, log=quiet)
     assert "point-mass-east" in table and "point-mass-north" in table
     # "Killed" after the first chunk, then restarted with the full config.
-    ppo_runner.train_teachers(runner_config(2), part, log=quiet)
+    ppo_runner.train_teachers(ppo_runner_config(2), part, log=quiet)
     logs = []
-    ppo_runner.train_teachers(runner_config(4), part, log=logs.append)
+    ppo_runner.train_teachers(ppo_runner_config(4), part, log=logs.append)
     assert any("resumed at eval period 2" in line for line in logs), logs
     for task in ("point-mass-east", "point-mass-north"):
         t_full, p_full = _params(full, task)
@@ -63,8 +55,8 @@ def test_runner_exports_resumes_and_teacher_acts(tmp_path):
     act = teacher.action_mean(obs)
     assert act.shape == (5, 2) and act.dtype == np.float32
     assert np.all(np.abs(act) <= 1.0)
-    fns = ppo.make_ppo(runner_config(4).ppo, toy_envs.PointMass())
-    c = runner_config(4).ppo
+    fns = ppo.make_ppo(ppo_runner_config(4).ppo, toy_envs.PointMass())
+    c = ppo_runner_config(4).ppo
     mean, _ = fns.policy_apply(
         teacher.params, normalizer.normalize_obs(teacher.obs_stats, jnp.asarray(obs), c.obs_clip))
     np.testing.assert_allclose(act, np.tanh(np.asarray(mean)), rtol=1e-6, atol=1e-6)
@@ -75,7 +67,7 @@ def test_runner_exports_resumes_and_teacher_acts(tmp_path):
     # resumed, ends where the scanned run ends.
     host = str(tmp_path / "host")
     for total_evals in (2, 4):
-        config = runner_config(total_evals)
+        config = ppo_runner_config(total_evals)
         config.teachers.rollout_loop = "host"
         ppo_runner.train_teachers(config, host, log=quiet)
     for task in ("point-mass-east", "point-mass-north"):
@@ -84,7 +76,7 @@ def test_runner_exports_resumes_and_teacher_acts(tmp_path):
 
 
 def test_unknown_rollout_loop_is_named(tmp_path):
-    config = runner_config(2)
+    config = ppo_runner_config(2)
     config.teachers.rollout_loop = "hots"
     with pytest.raises(ValueError, match="hots"):
         ppo_runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
@@ -108,7 +100,7 @@ _LOAD_TEACHER_SCRIPT = textwrap.dedent("""
 def test_teacher_loads_without_the_training_code(tmp_path):
     """make_teacher(kind="ppo") loads and applies a saved teacher in a fresh process
     that never imports the PPO training modules."""
-    c = small_config()
+    c = small_ppo_config()
     env = toy_envs.PointMass()
     params = networks.make_policy(c, env.action_size).init(
         jax.random.PRNGKey(0), jnp.zeros((env.observation_size,)))
@@ -134,7 +126,7 @@ def test_teacher_loads_without_the_training_code(tmp_path):
 def test_unreadable_training_state_says_what_to_do(tmp_path):
     """A state dir of another format, or one without readable metadata (as the
     layout of earlier versions), is refused in one line that says to delete it."""
-    c = small_config()
+    c = small_ppo_config()
     like = ppo.make_ppo(c, toy_envs.PointMass()).init(
         jax.random.PRNGKey(0), jnp.asarray(toy_envs.TOY_TASKS["point-mass-east"]))
     other = tmp_path / "other"
