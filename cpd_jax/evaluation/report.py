@@ -101,10 +101,16 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
                     color="white" if v < 0.5 else "black")
     fig.colorbar(image, ax=ax, label="success rate")
     ax.set_title("accuracy matrix R[stage, task]")
-    fig.tight_layout()
-    fig.savefig(paths["png"], dpi=PLOT_DPI)
-    plt.close(fig)
+    save_figure(fig, paths["png"])
     return paths
+
+
+def save_figure(fig, path) -> pathlib.Path:
+    """Lays out, writes (PNG at PLOT_DPI) and closes `fig`; returns the path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=PLOT_DPI)
+    plt.close(fig)
+    return pathlib.Path(path)
 
 
 def sample_std(values) -> float:
@@ -304,9 +310,7 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
         ax.grid(alpha=0.3)
     axes[1].axhline(0.0, color="gray", lw=0.8)
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(paths["png"], dpi=PLOT_DPI)
-    plt.close(fig)
+    save_figure(fig, paths["png"])
     return paths
 
 
@@ -349,7 +353,4 @@ def plot_learning_curves(path, curves: Mapping[str, Sequence[dict]],
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
-    return pathlib.Path(path)
+    return save_figure(fig, path)

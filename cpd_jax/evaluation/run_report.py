@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cpd_jax.evaluation import metrics  # noqa: E402
-from cpd_jax.evaluation.report import PERCENT, PLOT_DPI, evaluation_note  # noqa: E402
+from cpd_jax.evaluation.report import PERCENT, evaluation_note, save_figure  # noqa: E402
 
 REPORT = "report.md"
 TASK_SUCCESS_PNG = "task_success.png"
@@ -57,10 +57,7 @@ def plot_task_success(path, tasks: Sequence[str], student: Sequence[float],
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
-    return pathlib.Path(path)
+    return save_figure(fig, path)
 
 
 def plot_train_curves(path, curves: Sequence[Sequence[Mapping]], labels: Sequence[str],
@@ -81,10 +78,7 @@ def plot_train_curves(path, curves: Sequence[Sequence[Mapping]], labels: Sequenc
     ax.set_ylabel("teacher-action MSE (train batch)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=PLOT_DPI)
-    plt.close(fig)
-    return pathlib.Path(path)
+    return save_figure(fig, path)
 
 
 def _step_increments(curve: Sequence[Mapping]) -> np.ndarray:
