@@ -35,8 +35,9 @@ def _nan_to_none(x):
     return x
 
 
-def _pct(x: float) -> str:
-    return "—" if not math.isfinite(x) else f"{PERCENT * x:.1f}"
+def percent_text(x) -> str:
+    """A fraction as a percent with one decimal; "—" for None or a non-finite value."""
+    return "—" if x is None or not math.isfinite(x) else f"{PERCENT * x:.1f}"
 
 
 def evaluation_note(evaluation: Mapping | None) -> str:
@@ -76,16 +77,16 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for k, row in enumerate(R):
         s = summary[k]
-        cells = [str(k + 1)] + [_pct(v) for v in row] + [
-            _pct(s["Acc"]), _pct(s["BWT"]), _pct(s["MaxForgetting"])]
+        cells = [str(k + 1)] + [percent_text(v) for v in row] + [
+            percent_text(s["Acc"]), percent_text(s["BWT"]), percent_text(s["MaxForgetting"])]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Success rates in percent; stages numbered from 1 as in the paper; "
               "(sN) = the stage that introduced the task; — = not evaluated / undefined.",
               "", evaluation_note(evaluation)]
     cw = metrics.continual_world(R, sot)
     lines += ["", f"Continual World metrics after stage {R.shape[0]} (Wołczyk et al. 2021): "
-              f"average performance {_pct(cw['average_performance'])}, forgetting "
-              f"{_pct(cw['forgetting'])} (mean over all seen tasks of own-stage − final "
+              f"average performance {percent_text(cw['average_performance'])}, forgetting "
+              f"{percent_text(cw['forgetting'])} (mean over all seen tasks of own-stage − final "
               "success); forward transfer needs a reference learner (Table 2)."]
     paths["md"].write_text("\n".join(lines) + "\n")
 
@@ -280,10 +281,10 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
         for row in e["per_stage"]:
             parts = []
             if "new_task_acc_mean" in row:
-                parts.append(f"new tasks {_pct(row['new_task_acc_mean'])}")
+                parts.append(f"new tasks {percent_text(row['new_task_acc_mean'])}")
             if "new_tasks_to_new_experts_mean" in row:
-                parts.append(f"new → new {_pct(row['new_tasks_to_new_experts_mean'])}, "
-                             f"old → later {_pct(row['old_tasks_to_later_experts_mean'])}")
+                parts.append(f"new → new {percent_text(row['new_tasks_to_new_experts_mean'])}, "
+                             f"old → later {percent_text(row['old_tasks_to_later_experts_mean'])}")
             mse = [f"{1000 * row[f'mse_phase{p}_mean']:.1f}" for p in (1, 2)
                    if math.isfinite(row.get(f"mse_phase{p}_mean", float("nan")))]
             if mse:

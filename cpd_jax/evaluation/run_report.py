@@ -8,7 +8,6 @@ wrote beside it (accuracy matrix, routing heatmaps, task-embedding PCA, learning
 relative links, so the directory can be moved or browsed on GitHub as it is.
 """
 
-import math
 import pathlib
 from typing import Mapping, Sequence
 
@@ -19,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cpd_jax.evaluation import metrics  # noqa: E402
-from cpd_jax.evaluation.report import PERCENT, evaluation_note, save_figure  # noqa: E402
+from cpd_jax.evaluation.report import (PERCENT, evaluation_note, percent_text,  # noqa: E402
+                                       save_figure)
 
 REPORT = "report.md"
 TASK_SUCCESS_PNG = "task_success.png"
@@ -32,10 +32,6 @@ CONTINUAL_PLOTS = (
                                "(held-out teacher windows, after the last stage)"),
     ("task_embedding_pca.png", "Task embeddings (PCA of z over held-out windows)"),
 )
-
-
-def _pct(x) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{PERCENT * x:.1f}"
 
 
 def _image(name: str, caption: str) -> list[str]:
@@ -100,10 +96,10 @@ def _continual_summary_lines(results: Mapping) -> list[str]:
         "| final Acc | final BWT | avg incremental Acc | teacher recovery | CW average "
         "performance | CW forgetting | experts | wall time |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
-        f"| {_pct(final['Acc'])} | {_pct(final['BWT'])} | "
-        f"{_pct(metrics.average_incremental_accuracy(R, sot, done - 1))} | "
-        f"{_pct(final.get('teacher_recovery'))} | {_pct(cw['average_performance'])} | "
-        f"{_pct(cw['forgetting'])} | {results.get('num_experts', '—')} | "
+        f"| {percent_text(final['Acc'])} | {percent_text(final['BWT'])} | "
+        f"{percent_text(metrics.average_incremental_accuracy(R, sot, done - 1))} | "
+        f"{percent_text(final.get('teacher_recovery'))} | {percent_text(cw['average_performance'])} | "
+        f"{percent_text(cw['forgetting'])} | {results.get('num_experts', '—')} | "
         f"{results.get('wall_time_s', float('nan')) / 60:.1f} min |", ""]
 
 
@@ -119,10 +115,10 @@ def _stage_lines(results: Mapping) -> list[str]:
         routing = log.get("routing", {})
         lines.append(" | ".join([
             f"| {k + 1}", ", ".join(t for t, s in zip(tasks, sot) if s == k),
-            _pct(metrics.new_task_accuracy(R[:k + 1], sot, k)), _pct(row["Acc"]),
-            _pct(row["BWT"]), str(log.get("num_experts", "—")), " / ".join(mse) or "—",
-            _pct(routing.get("new_tasks_to_new_experts")),
-            _pct(routing.get("old_tasks_to_later_experts")),
+            percent_text(metrics.new_task_accuracy(R[:k + 1], sot, k)), percent_text(row["Acc"]),
+            percent_text(row["BWT"]), str(log.get("num_experts", "—")), " / ".join(mse) or "—",
+            percent_text(routing.get("new_tasks_to_new_experts")),
+            percent_text(routing.get("old_tasks_to_later_experts")),
             f"{log.get('seconds', float('nan')):.0f} |"]))
     return lines + [""]
 
@@ -181,9 +177,9 @@ def write_joint_report(workdir, results: Mapping) -> pathlib.Path:
              f"{len(tasks)} tasks, {results['train_steps']} gradient steps. "
              f"{evaluation_note(results.get('evaluation'))}", "",
              "| task | student success | teacher success |", "| --- | --- | --- |"]
-    lines += [f"| {t} | {_pct(s)} | {_pct(te)} |" for t, s, te in zip(tasks, student, teacher)]
-    lines += [f"| **mean** | **{_pct(results['mean_success'])}** | "
-              f"{_pct(results.get('teacher_mean_success'))} |", "",
+    lines += [f"| {t} | {percent_text(s)} | {percent_text(te)} |" for t, s, te in zip(tasks, student, teacher)]
+    lines += [f"| **mean** | **{percent_text(results['mean_success'])}** | "
+              f"{percent_text(results.get('teacher_mean_success'))} |", "",
               f"Wall time {results.get('wall_time_s', float('nan')) / 60:.1f} min.", ""]
     lines += _image(TASK_SUCCESS_PNG, "Student success per task (bars) and the teachers' "
                     "(black marks)")
