@@ -58,3 +58,23 @@ def test_model_flops_match_xla_for_a_dense_student():
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     forward = student_throughput.model_flops_per_step(spec, context, batch) / 3
     assert np.isclose(float(cost["flops"]), forward, rtol=0.08), (cost["flops"], forward)
+
+
+def test_gpu_constraints_pin_the_plugin_of_the_cuda12_extra():
+    """constraints-cuda12.txt pins jax's CUDA plugin to the `cuda12` extra's jax and
+    every other wheel to one exact version (a range would let installs drift)."""
+    import re
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        (extra,) = tomllib.load(f)["project"]["optional-dependencies"]["cuda12"]
+    jax_version = re.fullmatch(r"jax\[cuda12\]==(\S+)", extra).group(1)
+    pins = {}
+    with open(os.path.join(ROOT, "constraints-cuda12.txt")) as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if line:
+                name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)==([0-9][0-9.]*)", line).groups()
+                pins[name] = version
+    assert pins["jax-cuda12-plugin"] == pins["jax-cuda12-pjrt"] == jax_version
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-nccl-cu12"} <= set(pins)
