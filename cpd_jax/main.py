@@ -45,7 +45,8 @@ def run(config):
     if _EVAL_TASKS.value:
         config_checks.check_tasks(_EVAL_TASKS.value, "--eval_tasks")
     from cpd_jax import parallel
-    parallel.maybe_initialize_distributed(config)  # before any other JAX call
+    if config.protocol != "teachers":  # teachers share no array: each process is its own
+        parallel.maybe_initialize_distributed(config)  # before any other JAX call
     from cpd_jax.cache import enable_compilation_cache
     enable_compilation_cache()  # a resumed job reads its compiled programs back
     logging.info("config:\n%s", config)

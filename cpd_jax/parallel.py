@@ -15,10 +15,13 @@ uniformly from all of it, which a source sharded by episode would turn into a cr
 gather. Fine at the paper's scale (~65k steps x 39 floats per task); shard the source by
 episode if it ever stops fitting on one device.
 
-Multi-host: `maybe_initialize_distributed(config)` brings up `jax.distributed`; the mesh
-then spans every process's devices. Untested here (one host) -- see BUILD_NOTES.md, appendix E.
+Multi-host: `maybe_initialize_distributed(config)` brings up `jax.distributed` (CPU
+processes talk over gloo); the mesh then spans every process's devices.
+Jobs whose processes share no array (teachers) skip `jax.distributed`: `process_identity`
+says which process this is and `process_share` gives it its part of the work.
 """
 
+import os
 from typing import Optional, Sequence
 
 import jax
@@ -63,6 +66,29 @@ def constrain_batch(tree, mesh: Mesh):
     return jax.lax.with_sharding_constraint(tree, batch_sharding(mesh))
 
 
+def process_share(items: Sequence, index: int, count: int) -> list:
+    """Process `index` of `count`'s share of `items`: every `count`-th item from position
+    `index`, so the shares differ in size by at most one and together hold every item
+    exactly once."""
+    return list(items)[index::count]
+
+
+def process_identity(parallel_config) -> tuple[int, int]:
+    """(this process's index, number of processes) of a job that runs the same command
+    on several processes without `jax.distributed` (teachers share no array): from
+    `parallel.process_id` / `num_processes` when set, else from SLURM's `srun`
+    (SLURM_PROCID, SLURM_NTASKS), else (0, 1)."""
+    if parallel_config.num_processes >= 0 or parallel_config.process_id >= 0:
+        index, count = int(parallel_config.process_id), int(parallel_config.num_processes)
+    else:
+        index = int(os.environ.get("SLURM_PROCID", 0))
+        count = int(os.environ.get("SLURM_NTASKS", 1))
+    if not 0 <= index < count:
+        raise ValueError(f"process index {index} is not in [0, {count}): set both "
+                         "parallel.process_id and parallel.num_processes")
+    return index, count
+
+
 def distributed_kwargs(parallel_config) -> dict:
     """`jax.distributed.initialize` keyword arguments from the `parallel` block: only the
     fields set, so JAX auto-detects the rest (empty address, negative count or id)."""
@@ -91,6 +117,8 @@ def maybe_initialize_distributed(config) -> bool:
         return False
     if _DISTRIBUTED_STARTED:
         return True
+    # CPU processes need a collectives backend to form one cluster (GPU/TPU ignore it)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(**distributed_kwargs(config.parallel))
     _DISTRIBUTED_STARTED = True
     logging.info("jax.distributed up: process %d of %d, %d local / %d global devices",

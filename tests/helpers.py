@@ -49,3 +49,39 @@ def tiny_continual_config(method: str = "ours"):
     c.eval.episodes_per_task = 2
     c.continual.replay_fraction = 0.5  # 1 of 2 episodes: replay is non-empty
     return c
+
+
+def run_processes(commands, envs=None, timeout: float = 600) -> list[tuple[int, str]]:
+    """Starts every command at once (a local cluster: processes that must meet at a
+    barrier cannot run one after another) and returns [(returncode, stdout+stderr)].
+    Output goes to files, not pipes: a full pipe would stall a process at a barrier."""
+    import subprocess
+    import tempfile
+    envs = envs or [None] * len(commands)
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in commands]
+    procs = [subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+             for cmd, env, log in zip(commands, envs, logs)]
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    outs = []
+    for log in logs:
+        log.seek(0)
+        outs.append(log.read())
+        log.close()
+    return list(zip(codes, outs))
+
+
+def tiny_two_stage_config(every_steps: int = 2):
+    """The first two stages of `tiny_continual_config` with an intra-stage checkpoint
+    every `every_steps` steps of a phase and one evaluation episode per task: a run that
+    a test kills mid-stage (in a subprocess, which builds it from here too) and restarts."""
+    c = tiny_continual_config()
+    c.tasks = TINY_CONTINUAL_TASKS[:2]
+    c.continual.stage_sizes = (1, 1)
+    c.checkpoint.every_steps = every_steps
+    c.eval.episodes_per_task = c.eval.mse_episodes_per_task = 1
+    return c

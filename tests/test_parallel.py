@@ -125,3 +125,30 @@ def test_distributed_kwargs_pass_only_the_fields_set():
     p.coordinator_address, p.num_processes, p.process_id = "10.0.0.1:1234", 4, 0
     assert parallel.distributed_kwargs(p) == {"coordinator_address": "10.0.0.1:1234",
                                               "num_processes": 4, "process_id": 0}
+
+
+def test_process_shares_hold_every_item_exactly_once():
+    """Against a brute-force count: for every (items, processes), each item is in exactly
+    one share and the shares differ in size by at most one."""
+    for n_items in range(0, 9):
+        items = [f"task{i}" for i in range(n_items)]
+        for count in range(1, 5):
+            shares = [parallel.process_share(items, i, count) for i in range(count)]
+            assert sorted(sum(shares, [])) == sorted(items)
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_process_identity_from_config_then_slurm(monkeypatch):
+    import ml_collections
+    p = ml_collections.ConfigDict({"num_processes": -1, "process_id": -1})
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert parallel.process_identity(p) == (0, 1)
+    monkeypatch.setenv("SLURM_PROCID", "2")
+    monkeypatch.setenv("SLURM_NTASKS", "3")
+    assert parallel.process_identity(p) == (2, 3)
+    p.num_processes, p.process_id = 4, 1  # the config wins over the environment
+    assert parallel.process_identity(p) == (1, 4)
+    p.process_id = 4
+    with pytest.raises(ValueError, match="not in"):
+        parallel.process_identity(p)

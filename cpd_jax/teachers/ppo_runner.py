@@ -9,8 +9,12 @@ batch job per task or group of tasks can share a workdir):
   devices; MJX tasks (one MuJoCo model each) run one program per task;
 * the jitted unit is a chunk of `evals_per_chunk` eval periods; after each chunk the
   whole batched TrainState is checkpointed (`checkpointing.RunCheckpointer`,
-  `<workdir>/ppo_state/<group>`) so a killed job restarted with the same command
-  resumes; the loop ends early when every task of the group has early-stopped;
+  `<workdir>/ppo_state/<group>`, `state_dir_name`) so a killed job restarted with the
+  same command resumes; the loop ends early when every task of the group has
+  early-stopped;
+* on several processes (`parallel.multi_host`, the same command on each) every process
+  trains its share of the tasks (`process_tasks`) as a JAX program of its own: teachers
+  share no array, so the job never starts `jax.distributed`;
 * output per task under `<workdir>/teachers/<task>/`: the teacher (`ppo_teacher`:
   policy params + obs normaliser, `metadata.json`), `curve.json` and `curve.png`
   (success and return vs env steps); plus `<workdir>/teachers/success_table.md`
@@ -31,7 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cpd_jax import checkpointing, live_metrics, progress
+from cpd_jax import checkpointing, live_metrics, parallel, progress
 from cpd_jax.errors import UserError
 from cpd_jax.teachers import ppo, ppo_teacher, report, toy_envs
 from cpd_jax.teachers.ppo_teacher import TEACHERS_DIR
@@ -203,6 +207,13 @@ def chunk_scalars(metrics: dict, tasks: Sequence[str]) -> list[tuple[int, dict]]
     return out
 
 
+def state_dir_name(group: str, tasks: Sequence[str]) -> str:
+    """The checkpoint directory of an env group: the group's name when it is its one
+    task (an MJX task), else the name and its tasks, so jobs that train different toy
+    tasks in one workdir (array elements, processes) never share a directory."""
+    return group if list(tasks) == [group] else f"{group}.{'+'.join(tasks)}"
+
+
 def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[str],
                 task_params: Any, log=print, writer=None) -> dict:
     """Trains one env group (vmapped over its tasks), checkpointing per chunk; exports
@@ -225,7 +236,7 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
         (keys, task_params), _ = ppo.pad_tasks((keys, task_params), mesh.size)
         keys, task_params = ppo.shard_tasks((keys, task_params), mesh)
     state = init_fn(keys, task_params)
-    state_dir = os.path.join(workdir, STATE_DIR, name)
+    state_dir = os.path.join(workdir, STATE_DIR, state_dir_name(name, tasks))
     curves = {t: {k: [] for k in _CURVE_KEYS} for t in tasks}
     evals_done = 0
     restored = restore_state(state_dir, state)
@@ -267,10 +278,31 @@ def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[s
     return curves
 
 
+def process_tasks(config) -> ml_collections.ConfigDict:
+    """`config` with `teachers.tasks` cut to this process's share when several processes
+    run the same command (`parallel.multi_host`; who is who: `parallel.process_identity`):
+    each task is trained, checkpointed and exported by exactly one process (in a
+    checkpoint directory named by its tasks, `state_dir_name`)."""
+    if not config.parallel.multi_host:
+        return config
+    index, count = parallel.process_identity(config.parallel)
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.teachers.tasks = tuple(parallel.process_share(config.teachers.tasks, index, count))
+    return config
+
+
 def train_teachers(config, workdir: str, log=print) -> str:
-    """Trains every env group of `config.teachers.tasks`; returns the success table.
-    Live metrics (`config.log`) go to `<workdir>/tb` (`cpd_jax.live_metrics`)."""
+    """Trains every env group of `config.teachers.tasks` (on several processes: this
+    process's share, `process_tasks`); returns the success table over every teacher
+    exported so far, which each job (process, array element) rewrites when it ends, so
+    the last one to finish leaves the complete table. Live metrics (`config.log`) go to
+    `<workdir>/tb` (`cpd_jax.live_metrics`)."""
     _rollout_loop(config)  # a bad value fails before the envs are built
+    config = process_tasks(config)
+    if config.parallel.multi_host:
+        index, count = parallel.process_identity(config.parallel)
+        log(f"process {index} of {count} trains "
+            f"{', '.join(config.teachers.tasks) or 'no task'}")
     with live_metrics.make_writer(config, workdir) as writer:
         for name, env, tasks, task_params in env_groups(config):
             train_group(config, workdir, name, env, tasks, task_params, log=log,

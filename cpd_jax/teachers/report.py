@@ -34,8 +34,18 @@ def plot_curve(path: str, task: str, curve: dict) -> None:
 
 
 def write_success_table(teachers_dir: str) -> str:
-    """Markdown table (paper Table 3 style) over every exported teacher in the dir,
-    written to `<teachers_dir>/success_table.md` and returned."""
+    """`success_table(teachers_dir)`, written to `<teachers_dir>/success_table.md` (whole,
+    atomically) and returned."""
+    text = success_table(teachers_dir)
+    path = os.path.join(teachers_dir, "success_table.md")
+    with open(f"{path}.{os.getpid()}.tmp", "w") as f:  # jobs sharing the dir may race:
+        f.write(text)  # each replaces the file whole, never half-written
+    os.replace(f"{path}.{os.getpid()}.tmp", path)
+    return text
+
+
+def success_table(teachers_dir: str) -> str:
+    """Markdown table (paper Table 3 style) over every exported teacher in the dir."""
     rows = []
     for task in sorted(os.listdir(teachers_dir)):
         meta_path = os.path.join(teachers_dir, task, METADATA_FILE)
@@ -51,7 +61,4 @@ def write_success_table(teachers_dir: str) -> str:
     if rows:
         mean = np.mean([m["final_eval_success"] for m in rows])
         lines.append(f"| **mean** | **{mean:.3f}** | | | |")
-    text = "\n".join(lines) + "\n"
-    with open(os.path.join(teachers_dir, "success_table.md"), "w") as f:
-        f.write(text)
-    return text
+    return "\n".join(lines) + "\n"
