@@ -1,6 +1,5 @@
 """Reward/obs port and reset-obs errors of MJX tasks vs the `metaworld` package, without
-compiling an MJX step (the eager helpers of `tests/test_mjx_part2.py`, usable for any
-ported task): recorded reference states -> native `mj_forward` on our edited model ->
+compiling an MJX step (`cpd_jax.envs.mjx.fidelity`, usable for any ported task): recorded reference states -> native `mj_forward` on our edited model ->
 `mjx.put_data` -> our jnp obs / reward / success. One JSON line per task.
 
   PYTHONPATH=. python benchmarks/mjx_exact_check.py peg-insert-side-v3 window-open-v3
@@ -16,7 +15,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(CACHE, "jax_cc")
 
 
 def main() -> None:
-    from tests.test_mjx_part2 import reset_obs_error, reward_port_errors
+    from cpd_jax.envs.mjx.fidelity import reset_obs_error, reward_port_errors
 
     for task in sys.argv[1:]:
         t0 = time.perf_counter()
