@@ -107,9 +107,10 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
 
 
 def save_figure(fig, path) -> pathlib.Path:
-    """Lays out, writes (PNG at PLOT_DPI) and closes `fig`; returns the path."""
+    """Lays out, writes (PNG at PLOT_DPI, cropped to what is drawn: colour bars and
+    legends outside the axes stay in) and closes `fig`; returns the path."""
     fig.tight_layout()
-    fig.savefig(path, dpi=PLOT_DPI)
+    fig.savefig(path, dpi=PLOT_DPI, bbox_inches="tight")
     plt.close(fig)
     return pathlib.Path(path)
 

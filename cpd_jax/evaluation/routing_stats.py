@@ -13,7 +13,10 @@ import json
 import os
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+
+from cpd_jax.evaluation import report
 
 
 def token_task_ids(task_ids, seq_len: int) -> np.ndarray:
@@ -92,19 +95,11 @@ def write_fractions_json(path: str, tasks, fractions, task_names=None) -> str:
     return path
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")  # no display; must precede the pyplot import
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_routing_heatmaps(fractions, task_names: Sequence[str], out_dir: str,
                           prefix: str = "routing", annotate: bool = True) -> list[str]:
     """One heatmap per layer (rows: tasks, columns: experts, cell: fraction of the task's
     routing choices), like the paper's Table 9, plus one figure with all layers side by
     side. fractions float[num_blocks, T, E]. Returns the written PNG paths."""
-    plt = _pyplot()
     fractions = np.asarray(fractions)
     blocks, num_tasks, num_experts = fractions.shape
     os.makedirs(out_dir, exist_ok=True)
@@ -129,16 +124,12 @@ def plot_routing_heatmaps(fractions, task_names: Sequence[str], out_dir: str,
         fig, ax = plt.subplots(figsize=size)
         fig.colorbar(draw(ax, fractions[b], f"layer {b}"), ax=ax)
         path = os.path.join(out_dir, f"{prefix}_layer{b}.png")
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(str(report.save_figure(fig, path)))
     fig, axes = plt.subplots(1, blocks, figsize=(size[0] * blocks, size[1]), squeeze=False)
     for b in range(blocks):
         draw(axes[0, b], fractions[b], f"layer {b}", names=b == 0)  # labels once
     path = os.path.join(out_dir, f"{prefix}_all_layers.png")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return paths + [path]
+    return paths + [str(report.save_figure(fig, path))]
 
 
 def pca_2d(z) -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +155,6 @@ def plot_task_embedding_pca(z, task_ids, task_names, out_dir: str,
     """Scatter of the 2-D PCA of task embeddings z float[N, D], coloured by task
     (the paper's Fig. 3). task_names maps a task id to its label (dict or sequence
     indexed by id) or is None (ids are the labels). Returns the PNG path."""
-    plt = _pyplot()
     coords, ratio = pca_2d(z)
     task_ids = np.asarray(task_ids)
     os.makedirs(out_dir, exist_ok=True)
@@ -180,7 +170,4 @@ def plot_task_embedding_pca(z, task_ids, task_names, out_dir: str,
     ax.set_ylabel(f"PC2 ({ratio[1]:.0%})")
     ax.legend(fontsize=6, markerscale=2, loc="best")
     ax.set_title("task embeddings (PCA)")
-    path = os.path.join(out_dir, filename)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return str(report.save_figure(fig, os.path.join(out_dir, filename)))
