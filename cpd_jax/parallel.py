@@ -50,8 +50,20 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-    """Puts every leaf of `tree` on every device of `mesh` (single-process meshes)."""
-    return jax.device_put(tree, replicated_sharding(mesh))
+    """Puts every leaf of `tree` on every device of `mesh`. On several processes every
+    process passes the same whole value (a replicated array's local data is all of it)
+    and gets one global array spanning all processes' devices."""
+    sharding = replicated_sharding(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def local_value(tree):
+    """numpy values of a tree of replicated (possibly multi-process) arrays, read from
+    this process's own copy."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:

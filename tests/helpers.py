@@ -51,6 +51,14 @@ def tiny_continual_config(method: str = "ours"):
     return c
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a local jax.distributed coordinator)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_processes(commands, envs=None, timeout: float = 600) -> list[tuple[int, str]]:
     """Starts every command at once (a local cluster: processes that must meet at a
     barrier cannot run one after another) and returns [(returncode, stdout+stderr)].

@@ -152,3 +152,79 @@ def test_process_identity_from_config_then_slurm(monkeypatch):
     p.process_id = 4
     with pytest.raises(ValueError, match="not in"):
         parallel.process_identity(p)
+
+
+# Process i of 2 (one CPU device each, gloo collectives): the sharded step over both
+# processes' devices against the single-device step run locally on the same data.
+_TWO_PROCESS_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, jax.numpy as jnp, ml_collections, numpy as np, optax
+    from cpd_jax import distillation, parallel
+    from cpd_jax.configs import quickstart
+    from cpd_jax.data.rollouts import Trajectories
+    from cpd_jax.pipeline import init_student
+
+    process_id, port = int(sys.argv[1]), sys.argv[2]
+    parallel.maybe_initialize_distributed(ml_collections.ConfigDict({"parallel": {
+        "multi_host": True, "coordinator_address": f"127.0.0.1:{port}",
+        "num_processes": 2, "process_id": process_id}}))
+    assert jax.process_count() == 2 and jax.device_count() == 2
+    c = quickstart.get_config()
+    c.student.dim, c.student.num_blocks, c.student.num_heads = 16, 1, 2
+    c.student.seq_len, c.student.num_experts = 4, 2
+    c.distill.batch_size = 16
+    rng = np.random.default_rng(0)
+    n, t = 4, 9
+    trajs = [Trajectories(task=task, obs=rng.normal(size=(n, t, 39)).astype(np.float32),
+                          actions=rng.uniform(-1, 1, (n, t, 4)).astype(np.float32),
+                          rewards=rng.normal(size=(n, t)).astype(np.float32),
+                          success=np.zeros((n, t), bool), lengths=np.full(n, t, np.int32),
+                          variations=np.arange(n, dtype=np.int32))
+             for task in ("reach-v3", "push-v3")]
+    source = distillation.make_window_source(trajs, c.student.seq_len)
+    model, params = init_student(c, jax.random.PRNGKey(0))
+    tx = optax.sgd(0.1)
+    state0 = distillation.DistillState(params=params, opt_state=tx.init(params),
+                                       step=jnp.zeros((), jnp.int32), key=jax.random.PRNGKey(1))
+    mesh = parallel.make_mesh()  # both processes' devices
+    single = distillation.make_train_step(model, tx, c.distill, c.student.task_context)
+    sharded = distillation.make_train_step(model, tx, c.distill, c.student.task_context, mesh=mesh)
+    s1, s2 = state0, parallel.replicate(state0, mesh)
+    src2 = parallel.replicate(source, mesh)
+    losses1, losses2 = [], []
+    for _ in range(3):
+        s1, m1 = single(s1, source)
+        s2, m2 = sharded(s2, src2)
+        losses1.append(float(m1["loss"]))
+        losses2.append(float(parallel.local_value(m2["loss"])))
+    p1, p2 = jax.tree_util.tree_leaves(s1.params), jax.tree_util.tree_leaves(
+        parallel.local_value(s2.params))
+    leaf = jax.tree_util.tree_leaves(s2.params)[0]
+    print("RESULT " + json.dumps({
+        "losses1": losses1, "losses2": losses2,
+        "max_param_diff": max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(p1, p2)),
+        "param_devices": len(leaf.sharding.device_set),
+        "addressable": len(leaf.addressable_shards)}))
+""")
+
+
+def test_two_process_step_equals_single_process_step(tmp_path):
+    """Two real processes form one JAX cluster: the data-parallel step over both equals
+    the single-device step on the same global batch (float summation order only)."""
+    from tests.helpers import free_port, run_processes
+
+    script = tmp_path / "two_process_step.py"
+    script.write_text(_TWO_PROCESS_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd()] + sys.path))
+    port = str(free_port())
+    runs = run_processes([[sys.executable, str(script), str(i), port] for i in range(2)],
+                         [env] * 2, timeout=300)
+    results = []
+    for code, out in runs:
+        assert code == 0, out[-3000:]
+        results.append(json.loads(out.split("RESULT ", 1)[1].splitlines()[0]))
+    for r in results:
+        assert r["param_devices"] == 2 and r["addressable"] == 1  # one array, 2 processes
+        assert r["losses2"] == pytest.approx(r["losses1"], rel=1e-5)
+        assert r["max_param_diff"] < 1e-5
+    assert results[0]["losses2"] == results[1]["losses2"]  # both see the same global step
