@@ -61,10 +61,16 @@ def start_states(benv, task: str, batch: int):
 
     pool = host_reset.host_reset_states(
         benv.env, np.stack([variations.rand_vec(task, v) for v in range(POOL_VARIATIONS)]))
-    idx = np.arange(batch) % POOL_VARIATIONS
-    state = jax.tree_util.tree_map(lambda x: x[idx], pool)
-    state = state.replace(rng=jax.random.split(jax.random.PRNGKey(0), batch))
-    return benv.init_stats(state), pool
+
+    # One program, not ~3 eager ops per leaf of the ~130-leaf state: on a GPU each eager
+    # op compiles on its own (the first H200 run spent ~60 s per row here).
+    @jax.jit
+    def batch_from_pool(pool):
+        state = jax.tree_util.tree_map(lambda x: x[jnp.arange(batch) % POOL_VARIATIONS], pool)
+        state = state.replace(rng=jax.random.split(jax.random.PRNGKey(0), batch))
+        return benv.init_stats(state)
+
+    return batch_from_pool(pool), pool
 
 
 def measure_mjx(task: str, batch: int, steps: int, reset: str = "pool") -> dict:
