@@ -28,6 +28,11 @@ Metadata is a JSON dict owned by the caller. Convention for the stage loop: `sta
 the buffer holds); a checkpoint of one kind of run names it in `format` (`check_format`).
 `save` adds `format_version`, `step_id` and `zero_size_leaves`.
 
+`nested(name)` is a second checkpointer in `<directory>/<name>/`, a step namespace of
+its own (the stage loop's intra-stage checkpoints): orbax lists only numeric step
+directories, so the outer checkpointer never sees it. `restructure` gives a raw restore
+(or one part of it) the structure and types of a template.
+
 `save_tree` / `restore_tree` store a single pytree at a path, with no steps and no
 metadata: a trained teacher's policy.
 """
@@ -400,6 +405,21 @@ class RunCheckpointer:
         return jax.tree_util.tree_map(leaf_args, tree,
                                       is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))
 
+    def nested(self, name: str, max_to_keep: Optional[int] = None) -> "RunCheckpointer":
+        """A checkpointer of its own steps in `<directory>/<name>/` (not created until its
+        first save). `name` must not be a number: it would read as one of this
+        checkpointer's steps."""
+        if name.isdigit() or "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"nested checkpointer name {name!r}: use a non-numeric "
+                             "directory name")
+        return RunCheckpointer(self.directory / name, max_to_keep=max_to_keep)
+
+    def delete_all(self) -> None:
+        """Deletes every step (finished or half-written) and the directory itself."""
+        self.close()
+        if self.directory.exists():
+            shutil.rmtree(self.directory)
+
     def close(self) -> None:
         if self._manager is not None:
             self._manager.close()
@@ -410,6 +430,29 @@ class RunCheckpointer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def restructure(raw, like):
+    """`raw` (a template-free `restore`'s state, or a part of it: nested dicts and lists)
+    in the structure and types of `like` (e.g. a `DistillState` with its optax state,
+    arrays or `jax.ShapeDtypeStruct`s as leaves). Each leaf of `like` is looked up in
+    `raw` by its key path, so `raw` must hold every leaf with the same shape and dtype;
+    ValueError names the first one that differs or is missing."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    out = []
+    for path, template in leaves:
+        node = raw
+        try:
+            for k in path:
+                node = node[_raw_key(k)]
+        except (KeyError, IndexError, TypeError) as e:
+            raise ValueError(f"restored state has no leaf at {jax.tree_util.keystr(path)}") from e
+        if np.shape(node) != tuple(template.shape) or np.dtype(node.dtype) != template.dtype:
+            raise ValueError(f"restored leaf {jax.tree_util.keystr(path)} is "
+                             f"{np.dtype(node.dtype).name}{list(np.shape(node))}, expected "
+                             f"{np.dtype(template.dtype).name}{list(template.shape)}")
+        out.append(node)
+    return treedef.unflatten(out)
 
 
 def check_format(metadata: Mapping[str, Any], expected: str, source: str, fix: str) -> None:

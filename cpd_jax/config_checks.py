@@ -50,6 +50,7 @@ RANGES = (
     ("eval.episodes_per_task", ((">=", 1),)),
     ("eval.max_envs", ((">=", 1),)),
     ("checkpoint.max_to_keep", ((">=", 1),)),
+    ("checkpoint.every_steps", ((">=", 0),)),
 )
 CHOICES = (
     ("protocol", PROTOCOLS),

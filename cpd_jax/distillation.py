@@ -288,9 +288,17 @@ class NonFiniteLossError(UserError, FloatingPointError):
     user fixes (learning rate, data), so the CLI reports it as one line."""
 
 
+def _check_finite(loss: float, label: str, step: int) -> None:
+    if not np.isfinite(loss):
+        raise NonFiniteLossError(
+            f"{label}: loss became {loss} at step {step}; lower distill.learning_rate or "
+            "check the teacher data for NaN/inf (the last checkpoint, if any, is untouched)")
+
+
 def distill(state: DistillState, train_step, source: WindowSource, num_steps: int,
             log_every: int = 100, label: str = "distill", writer=None,
-            global_step_offset: int = 0):
+            global_step_offset: int = 0, steps_done: int = 0, save_every: int = 0,
+            save: Callable | None = None):
     """Runs `num_steps` train steps; logs progress; stops on a non-finite loss.
 
     At every `log_every` steps (and the last): one progress line (steps/s and ETA,
@@ -299,27 +307,33 @@ def distill(state: DistillState, train_step, source: WindowSource, num_steps: in
     `global_step_offset + state.step` (a continual run passes the gradient steps of
     its earlier stages, so the run's curves share one x axis).
 
+    steps_done: steps of the `num_steps` already taken (a resumed run: `state` is the
+    state after them); the loop, its log points and its saves carry on from there.
+    save: `save(state, i, history)` after step i when i is a multiple of `save_every`
+    (> 0), with this call's history so far. Never after the last step: the caller
+    checkpoints what follows the loop, and a checkpoint taken here would resume past
+    it. A state is saved only if its loss is finite.
+
     Returns (state, history list of metric dicts at each log point).
     """
     writer = writer or live_metrics.DISABLED
     history = []
     meter = progress.Progress(label, num_steps, "steps")
     train_step = progress.log_first_call(train_step, f"{label} train step")
-    for i in range(1, num_steps + 1):
+    for i in range(steps_done + 1, num_steps + 1):
         state, metrics = train_step(state, source)
-        if i == 1:
-            meter.restart(done=1)  # the first call compiled: measure the rate after it
+        if i == steps_done + 1:
+            meter.restart(done=i)  # the first call compiled: measure the rate after it
         if i % log_every == 0 or i == num_steps:
             m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            if not np.isfinite(m["loss"]):
-                raise NonFiniteLossError(
-                    f"{label}: loss became {m['loss']} at step {int(state.step)}; lower "
-                    "distill.learning_rate or check the teacher data for NaN/inf "
-                    "(the last checkpoint, if any, is untouched)")
             m["step"] = int(state.step)
+            _check_finite(m["loss"], label, m["step"])
             history.append(m)
             meter.update(i, f"loss {m['loss']:.5f} mse {m['mse']:.5f} aux {m['aux_loss']:.4f}")
             scalars = {f"distill/{k}": v for k, v in m.items() if k != "step"}
             scalars["distill/steps_per_s"] = meter.rate(i)
             writer.scalars(global_step_offset + m["step"], scalars)
+        if save is not None and save_every > 0 and i % save_every == 0 and i < num_steps:
+            _check_finite(float(metrics["loss"]), label, int(state.step))
+            save(state, i, history)
     return state, history

@@ -10,11 +10,15 @@ Besides R, every stage logs (results.json, "stages"): the student's MSE on held-
 teacher actions per task at the end of each phase, how routing splits new and old
 tasks over new and old experts, and how far old tasks' task embeddings moved.
 
-Restarting the same command resumes after the last finished stage. Every stage's
-randomness is `fold_in(seed, stage)`, so a resumed run reproduces an uninterrupted one.
+Restarting the same command resumes after the last finished stage, or inside the
+unfinished one from its latest intra-stage checkpoint (every `checkpoint.every_steps`
+steps: the training state, the phase and the stage's results so far; `StageProgress`).
+Every stage's randomness is `fold_in(seed, stage)` and the training state carries its
+own key, so a resumed run reproduces an uninterrupted one bitwise.
 """
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -31,6 +35,7 @@ from cpd_jax.continual.methods import Method, get_method
 from cpd_jax.data import replay as replay_lib
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.envs import MT25_TASKS
+from cpd_jax.errors import UserError
 from cpd_jax.evaluation import metrics, protocol, report, routing_stats, run_report
 from cpd_jax.student import Student, StudentSpec, growth, num_experts
 from cpd_jax.student import task_embedding
@@ -38,10 +43,16 @@ from cpd_jax.student.inputs import (NUM_TASK_IDS, ObsNorm, fit_obs_norm,
                                     obs_norm_from_tree, obs_norm_to_tree, student_inputs)
 
 CHECKPOINT_FORMAT = "cpd_jax.continual/v2"
+# Intra-stage checkpoints: `<workdir>/checkpoints/in_stage/`, a step namespace of their
+# own (`RunCheckpointer.nested`), so resume and `--mode=eval` only see finished stages.
+PROGRESS_FORMAT = "cpd_jax.continual.in_stage/v1"
+PROGRESS_DIR = "in_stage"
 # Config fields that may change between a run and its resumption (they do not change
 # what is computed): logging cadence and live-metric sinks (`log.*`, absent from
-# checkpoints made before it existed), checkpoint retention, where shared data lives.
-RESUMABLE_FIELDS = ("distill.log_every", "log", "checkpoint.max_to_keep", "data.dir")
+# checkpoints made before it existed), checkpoint retention and cadence (absent before
+# intra-stage checkpoints), where shared data lives.
+RESUMABLE_FIELDS = ("distill.log_every", "log", "checkpoint.max_to_keep",
+                    "checkpoint.every_steps", "data.dir")
 
 
 def split_stages(tasks, stage_sizes) -> list[tuple[str, ...]]:
@@ -66,6 +77,31 @@ class RunState:
     teacher_success: np.ndarray  # float64[T], NaN until the task's data exists
     encoder: dict | None = None  # task-encoder params (task_context "contrastive")
     log: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class StageProgress:
+    """An unfinished stage at one of its intra-stage checkpoints.
+
+    stage: 1-based. phase: the phase being trained (`freezing.phases`); phase_steps:
+    its steps done (never all of them: `distillation.distill` does not save after a
+    phase's last step, so the phase's end-of-phase evaluation always follows a resume).
+    state: the `distillation.DistillState` after them; as restored, its raw form (nested
+    dicts/lists, `checkpointing.restructure` gives it back its types).
+    curve: `train_stage`'s curve so far. phase_mse: the `stage_log` entries of the
+    finished phases. encoder, drift: the stage's task encoder and its drift (`train_encoder`;
+    None and {} without one). seconds: the stage's wall time so far.
+    """
+
+    stage: int
+    phase: int
+    phase_steps: int
+    state: object
+    curve: list
+    phase_mse: list
+    encoder: dict | None = None
+    drift: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
 
 
 def validate(config, stages) -> None:
@@ -224,9 +260,14 @@ def _penalty(config, method: Method, model, prev_params, prev_source, obs_norm, 
     raise ValueError(f"unknown penalty {method.penalty!r}")
 
 
+def _with_phase(history: list, phase: int) -> list:
+    return [dict(m, phase=phase) for m in history]
+
+
 def train_stage(config, method: Method, params, num_old: int, stage: int, source,
                 obs_norm: ObsNorm, key, penalty_fn=None, encoder=None, after_phase=None,
-                stage_tasks=(), writer=None, global_step_offset: int = 0):
+                stage_tasks=(), writer=None, global_step_offset: int = 0,
+                resume: StageProgress | None = None, save=None):
     """All phases of one stage (stage is 1-based). The aux-loss lambda and the learning
     rate each follow one schedule over the stage: phase 2 continues phase 1's count.
 
@@ -234,6 +275,11 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
     stage_tasks: the tasks this stage introduces (`context_rows`).
     writer, global_step_offset: live metrics (`distillation.distill`); the offset is
     the gradient steps of the run's earlier stages.
+    resume: carry on from this intra-stage checkpoint of the stage (`params` are then
+    only the structure of its state: the stage's params before training).
+    save: `save(phase, phase_steps, stage_step, state, curve)` every
+    `config.checkpoint.every_steps` steps of a phase (`distillation.distill`), with
+    the stage's curve so far; stage_step counts from the start of the stage.
     Returns (params, curve: logged metrics of every phase; each entry's "step" counts
     from the start of the stage, so the last one is the stage's number of steps).
     """
@@ -242,10 +288,13 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
     phase_ids = freezing.phases(stage, config.continual.freeze_gating) if method.freeze else (1,)
     fractions = ([config.continual.phase1_fraction, 1 - config.continual.phase1_fraction]
                  if len(phase_ids) == 2 else [1.0])
-    curve, done = [], 0
+    curve, done = ([] if resume is None else list(resume.curve)), 0
     mesh = pipeline.data_mesh(config)
     for phase, fraction in zip(phase_ids, fractions):
         steps = max(1, int(round(total * fraction)))
+        if resume is not None and phase < resume.phase:  # in the checkpoint: curve, MSE
+            done += steps
+            continue
         tx, frozen = _optimizer(config, method, params, num_old, stage, phase, total, done,
                                 context_rows(config, stage, stage_tasks))
         step_fn = distillation.make_train_step(model, tx, config.distill,
@@ -256,17 +305,34 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
         state = distillation.DistillState(params=params, opt_state=tx.init(params),
                                           step=jnp.asarray(done, jnp.int32),
                                           key=jax.random.fold_in(key, phase))
+        phase_done = 0
+        if resume is not None and phase == resume.phase:
+            state = checkpointing.restructure(resume.state, state)
+            phase_done = resume.phase_steps
+            logging.info("resuming stage %d at step %d of %d (phase %d)", stage,
+                         done + phase_done, total, phase)
         if mesh is not None:
             state, source = parallel.replicate((state, source), mesh)
+        save_phase = None if save is None else functools.partial(
+            _save_phase, save, phase, done, curve)
         state, phase_curve = distillation.distill(
             state, step_fn, source, steps, config.distill.log_every,
             label=f"stage {stage} phase {phase}", writer=writer,
-            global_step_offset=global_step_offset)
+            global_step_offset=global_step_offset, steps_done=phase_done,
+            save_every=config.checkpoint.every_steps, save=save_phase)
         params, done = state.params, done + steps
-        curve += [dict(m, phase=phase) for m in phase_curve]
+        curve += _with_phase(phase_curve, phase)
         if after_phase is not None:
             after_phase(phase, params)
     return params, curve
+
+
+def _save_phase(save, phase: int, steps_before: int, curve: list, state, phase_steps: int,
+                history: list) -> None:
+    """`distill`'s save hook for one phase of `train_stage`: `steps_before` steps of the
+    stage preceded the phase, `curve` is the stage's curve before this `distill` call."""
+    save(phase, phase_steps, steps_before + phase_steps, state,
+         curve + _with_phase(history, phase))
 
 
 def evaluate_seen(config, params, obs_norm, tasks, encoder=None) -> dict:
@@ -366,10 +432,63 @@ def _restore(ckpt, config) -> RunState | None:
                     encoder=tree.get("encoder"), log=meta["log"])
 
 
+def _save_progress(ckpt, config, progress: StageProgress, step_id: int) -> None:
+    """Writes `progress` (its `state` a `DistillState`) as step `step_id` (the run's
+    gradient step) of the intra-stage checkpointer `ckpt`."""
+    tree = {"distill": progress.state}
+    if progress.encoder is not None:
+        tree["encoder"] = progress.encoder
+    meta = {"format": PROGRESS_FORMAT, "stage": progress.stage, "phase": progress.phase,
+            "phase_steps": progress.phase_steps, "curve": progress.curve,
+            "phase_mse": progress.phase_mse, "drift": progress.drift,
+            "seconds": progress.seconds, "config": config.to_dict()}
+    ckpt.save(step_id, tree, meta)
+
+
+def _restore_progress(ckpt, config, stages_done: int, steps_done: int
+                      ) -> StageProgress | None:
+    """The latest intra-stage checkpoint of stage `stages_done + 1` (the one to run
+    next), or None. Its step id is the run's gradient step, so one at or before
+    `steps_done` (the finished stages' steps) is a finished stage's leftover: the run
+    was killed between that stage's checkpoint and their deletion, maybe during it, so
+    they are deleted unread. UserError for one that cannot be resumed: unreadable,
+    another format or config, or a later stage."""
+    latest = ckpt.latest()
+    if latest is None:
+        return None
+    if latest <= steps_done:
+        logging.info("deleting a finished stage's intra-stage checkpoint (step %d)", latest)
+        ckpt.delete_all()
+        return None
+    fix = f"delete {ckpt.directory} to run the stage from its start"
+    try:
+        meta = ckpt.restore_metadata()
+    except checkpointing.CorruptCheckpointError as e:
+        raise UserError(f"{e}; {fix}") from e
+    checkpointing.check_format(meta, PROGRESS_FORMAT, str(ckpt.directory), fix)
+    if meta["stage"] != stages_done + 1:
+        raise UserError(f"{ckpt.directory} holds stage {meta['stage']}'s progress but the "
+                        f"run's checkpoints end after stage {stages_done}; {fix}")
+    checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
+                                fix=f"rerun with the run's config and --config overrides, "
+                                f"or {fix}")
+    try:
+        tree, meta = ckpt.restore()
+    except checkpointing.CorruptCheckpointError as e:
+        raise UserError(f"{e}; {fix}") from e
+    return StageProgress(stage=meta["stage"], phase=meta["phase"],
+                         phase_steps=meta["phase_steps"], state=tree["distill"],
+                         curve=meta["curve"], phase_mse=meta["phase_mse"],
+                         encoder=tree.get("encoder"), drift=meta["drift"],
+                         seconds=meta["seconds"])
+
+
 def run_continual(config, workdir, max_stages: int | None = None) -> dict:
     """Runs (or resumes) every stage; writes results.json/.md and plots.
 
     Returns the results dict (as in results.json) plus "state": the final `RunState`.
+    A stage saves its training state every `checkpoint.every_steps` steps; a call
+    that finds one of the unfinished stage carries on from it (`StageProgress`).
 
     max_stages: stop after this many finished stages (a batch job per stage, or a test
     of resumption); the next call with the same workdir carries on from there.
@@ -392,13 +511,17 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
     ckpt = checkpointing.RunCheckpointer(workdir / "checkpoints",
                                          max_to_keep=config.checkpoint.max_to_keep)
     run = _restore(ckpt, config)
+    progress_ckpt = ckpt.nested(PROGRESS_DIR, max_to_keep=1)
+    resume = _restore_progress(progress_ckpt, config, run.stages_done if run else 0,
+                               steps_before_stage(run.log if run else []))
     seed_key = jax.random.PRNGKey(config.seed)
     last = len(stages) if max_stages is None else min(max_stages, len(stages))
     prev_data = None  # the previous stage's teacher data (EWC's Fisher)
     load_all = lambda ts, what: pipeline.collect_or_load_all(
         config, ts, pipeline.data_dir(config, workdir), what=what)
     for k in range(run.stages_done if run else 0, last):
-        t0 = time.time()
+        resumed = resume if resume is not None and resume.stage == k + 1 else None
+        t0 = time.time() - (resumed.seconds if resumed else 0.0)
         key = jax.random.fold_in(seed_key, k)
         k_init, k_grow, k_train, k_replay, k_pen, k_enc = jax.random.split(key, 6)
         data = load_all(stages[k], f"stage {k + 1} teacher data")
@@ -430,7 +553,9 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
         source = distillation.make_window_source(data + replayed, config.student.seq_len,
                                                  config.distill.sampling)
         drift = {}
-        if config.student.task_context == "contrastive":
+        if resumed is not None:  # the encoder was trained before the checkpoint
+            run.encoder, drift = resumed.encoder, resumed.drift
+        elif config.student.task_context == "contrastive":
             previous = None if method.fresh_student else run.encoder
             with progress.timed(f"stage {k + 1}: training the task encoder "
                                 f"({config.task_encoder.steps} InfoNCE steps)"):
@@ -446,7 +571,7 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
             penalty_fn = _penalty(config, method, _student(config, num_experts(prev_params)),
                                   prev_params, prev_source, obs_norm, k_pen,
                                   [MT25_TASKS.index(t) for t in seen if t not in stages[k]])
-        phase_mse, evals = [], []
+        phase_mse, evals = (list(resumed.phase_mse) if resumed else []), []
 
         def after_phase(phase, params):
             evals.append(heldout_evaluation(config, params, obs_norm, heldout, run.encoder))
@@ -457,9 +582,16 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
                          "%d tasks)", k + 1, phase, np.mean(list(mse.values())), len(mse))
 
         first_step = steps_before_stage(run.log)  # of this stage, in the whole run
+
+        def save_progress(phase, phase_steps, stage_step, state, curve):
+            at = StageProgress(k + 1, phase, phase_steps, state, curve, phase_mse,
+                               run.encoder, drift, time.time() - t0)
+            _save_progress(progress_ckpt, config, at, first_step + stage_step)
+
         params, curve = train_stage(config, method, params, num_old, k + 1, source, obs_norm,
                                     k_train, penalty_fn, run.encoder, after_phase, stages[k],
-                                    writer=writer, global_step_offset=first_step)
+                                    writer=writer, global_step_offset=first_step,
+                                    resume=resumed, save=save_progress)
         phase_ends = phase_end_steps(curve)
         for entry in phase_mse:
             writer.scalars(first_step + phase_ends[entry["phase"]],
@@ -489,6 +621,7 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
                      time.time() - t0, summary[k]["Acc"], summary[k]["BWT"],
                      num_experts(params))
         _save(ckpt, run, config)
+        progress_ckpt.delete_all()  # superseded by the stage's checkpoint
         prev_data = data
     results = write_continual_results(workdir, config, run, tasks, stage_of_task,
                                       time.time() - start)
