@@ -199,15 +199,9 @@ class RunCheckpointer:
     times per run, so the simplicity is worth more than overlapping the write).
     """
 
-    def __init__(self, directory, max_to_keep: Optional[int] = None,
-                 process_local: bool = False):
-        """`process_local`: the state belongs to this process alone (a multi-process
-        job where each process trains its own share, e.g. teachers): saved and restored
-        as numpy by this process, with no barrier with the others. Default: the state is
-        the whole run's, and on several processes orbax coordinates them."""
+    def __init__(self, directory, max_to_keep: Optional[int] = None):
         self.directory = pathlib.Path(directory).absolute()
         self.max_to_keep = max_to_keep
-        self.process_local = process_local and jax.process_count() > 1
         self._manager = None
 
     # The manager is built lazily so that reading a missing directory does not create it.
@@ -219,11 +213,6 @@ class RunCheckpointer:
                 max_to_keep=self.max_to_keep, create=True, enable_async_checkpointing=False,
                 # a save killed half-way leaves a tmp dir; clear it at the next start
                 cleanup_tmp_directories=True)
-            if self.process_local:  # this process alone reads and writes the directory
-                me = jax.process_index()
-                options.multiprocessing_options = ocp.options.MultiprocessingOptions(
-                    primary_host=me, active_processes={me},
-                    barrier_sync_key_prefix=f"process{me}")
             self._manager = ocp.CheckpointManager(
                 self.directory, options=options,
                 # explicit handlers: a fresh process can then read tree metadata unasked
@@ -250,8 +239,6 @@ class RunCheckpointer:
         Returns the step directory. Raises ValueError for an id not after the latest one
         or metadata that is not JSON; whatever goes wrong, earlier steps stay intact.
         """
-        if self.process_local:  # orbax refuses process-local jax arrays on several processes
-            state = jax.device_get(state)
         state, zero_size = _split_zero_size(state)
         md = _normalise_json({**metadata, "format_version": FORMAT_VERSION,
                               "step_id": int(step_id), ZERO_SIZE_LEAVES: zero_size})
@@ -358,10 +345,7 @@ class RunCheckpointer:
             state_args = ocp.args.PyTreeRestore(restore_args=self._raw_restore_args(step, path))
             put_back = lambda raw: _put_back_zero_size(raw, metadata.get(ZERO_SIZE_LEAVES, []))
         else:
-            template = template_fn(metadata)
-            if self.process_local:  # saved as numpy (see save); the caller puts it back
-                template = jax.device_get(template)
-            template, put_back = _without_zero_size(template)
+            template, put_back = _without_zero_size(template_fn(metadata))
             state_args = ocp.args.PyTreeRestore(item=template,
                                                 restore_args=_restore_args(template))
         try:
