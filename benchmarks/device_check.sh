@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # XLA on GPU: Triton GEMMs for MJX's many small matmuls (MJX's own advice);
-# persistent compile cache so a second run skips the compiles.
+# the project's persistent compile cache (cpd_jax/cache.py) so a second run skips them.
 export XLA_FLAGS="${XLA_FLAGS:---xla_gpu_triton_gemm_any=True}"
-export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-${HOME:-/tmp}/.cache/cpd_jax_xla}"
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-${CPD_JAX_CACHE:-${HOME:-/tmp}/.cache/cpd_jax}/jax_cc}"
 export PYTHONUNBUFFERED=1
 exec "${PYTHON:-python}" benchmarks/device_check.py "$@"
