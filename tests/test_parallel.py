@@ -15,17 +15,14 @@ NUM_DEVICES = 4
 NUM_STEPS = 3
 SGD_LR = 0.1
 
-# Runs in a fresh interpreter: the device count is fixed when JAX first starts.
-_SCRIPT = textwrap.dedent("""
-    import json
+# The tiny student and its window source of every script below (each runs in a fresh
+# interpreter, after its own set-up).
+_TINY_STUDENT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax
     from cpd_jax import distillation, parallel
     from cpd_jax.configs import quickstart
     from cpd_jax.data.rollouts import Trajectories
     from cpd_jax.pipeline import init_student
-
-    assert jax.device_count() == %(devices)d, jax.devices()
-    SGD_LR = %(sgd_lr)r
     c = quickstart.get_config()
     c.student.dim, c.student.num_blocks, c.student.num_heads = 16, 1, 2
     c.student.seq_len, c.student.num_experts = 4, 2
@@ -40,6 +37,15 @@ _SCRIPT = textwrap.dedent("""
              for task in ("reach-v3", "push-v3")]
     source = distillation.make_window_source(trajs, c.student.seq_len)
     model, params = init_student(c, jax.random.PRNGKey(0))
+""")
+
+# Runs in a fresh interpreter: the device count is fixed when JAX first starts.
+_SCRIPT = (textwrap.dedent("""
+    import json
+    import jax
+    assert jax.device_count() == %(devices)d, jax.devices()
+    SGD_LR = %(sgd_lr)r
+""") + _TINY_STUDENT + textwrap.dedent("""
 
     mesh = parallel.make_mesh()
     src4 = parallel.replicate(source, mesh)
@@ -78,7 +84,7 @@ _SCRIPT = textwrap.dedent("""
     # differ by up to ~lr, so for AdamW only losses and gradient norms are compared.
     print("RESULT " + json.dumps({"sgd": run(optax.sgd(SGD_LR)),
                                   "adamw": run(distillation.make_optimizer(c.distill, 100))}))
-""") % {"devices": NUM_DEVICES, "steps": NUM_STEPS, "sgd_lr": SGD_LR}
+""")) % {"devices": NUM_DEVICES, "steps": NUM_STEPS, "sgd_lr": SGD_LR}
 
 
 @pytest.fixture(scope="module")
@@ -158,31 +164,15 @@ def test_process_identity_from_config_then_slurm(monkeypatch):
 # processes' devices against the single-device step run locally on the same data.
 _TWO_PROCESS_SCRIPT = textwrap.dedent("""
     import json, sys
-    import jax, jax.numpy as jnp, ml_collections, numpy as np, optax
-    from cpd_jax import distillation, parallel
-    from cpd_jax.configs import quickstart
-    from cpd_jax.data.rollouts import Trajectories
-    from cpd_jax.pipeline import init_student
+    import jax, ml_collections
+    from cpd_jax import parallel
 
     process_id, port = int(sys.argv[1]), sys.argv[2]
     parallel.maybe_initialize_distributed(ml_collections.ConfigDict({"parallel": {
         "multi_host": True, "coordinator_address": f"127.0.0.1:{port}",
         "num_processes": 2, "process_id": process_id}}))
     assert jax.process_count() == 2 and jax.device_count() == 2
-    c = quickstart.get_config()
-    c.student.dim, c.student.num_blocks, c.student.num_heads = 16, 1, 2
-    c.student.seq_len, c.student.num_experts = 4, 2
-    c.distill.batch_size = 16
-    rng = np.random.default_rng(0)
-    n, t = 4, 9
-    trajs = [Trajectories(task=task, obs=rng.normal(size=(n, t, 39)).astype(np.float32),
-                          actions=rng.uniform(-1, 1, (n, t, 4)).astype(np.float32),
-                          rewards=rng.normal(size=(n, t)).astype(np.float32),
-                          success=np.zeros((n, t), bool), lengths=np.full(n, t, np.int32),
-                          variations=np.arange(n, dtype=np.int32))
-             for task in ("reach-v3", "push-v3")]
-    source = distillation.make_window_source(trajs, c.student.seq_len)
-    model, params = init_student(c, jax.random.PRNGKey(0))
+""") + _TINY_STUDENT + textwrap.dedent("""
     tx = optax.sgd(0.1)
     state0 = distillation.DistillState(params=params, opt_state=tx.init(params),
                                        step=jnp.zeros((), jnp.int32), key=jax.random.PRNGKey(1))
