@@ -20,6 +20,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from cpd_jax.envs import reference  # noqa: E402
 from cpd_jax.envs.mjx import host_env, wrappers  # noqa: E402
+from cpd_jax.envs.mjx.fidelity import record_reference  # noqa: E402
 from cpd_jax.envs.mjx.tasks import registry  # noqa: E402
 from cpd_jax.teachers import scripted  # noqa: E402
 
@@ -65,29 +66,6 @@ def _env_slice(states, i):
     return jax.tree_util.tree_map(lambda x: x[i], states)
 
 
-def _policy(task):
-    from metaworld.policies import ENV_POLICY_MAP
-    return ENV_POLICY_MAP[task]()
-
-
-def _record_reference(task, variation, steps):
-    """Runs the scripted policy in metaworld; returns per-recorded-step physics + outputs."""
-    env = reference.make_metaworld_env(task)
-    reference.set_variation(env, task, variation)
-    obs, _ = env.reset()
-    pol, recs = _policy(task), []
-    for t in range(max(steps) + 1):
-        a = np.clip(pol.get_action(obs), -1, 1)
-        prev = env._prev_obs.copy()  # the unclipped current frame of the last step
-        obs, r, _, _, info = env.step(a)
-        if t in steps:
-            d = env.data
-            recs.append(dict(qpos=d.qpos.copy(), qvel=d.qvel.copy(), mocap_pos=d.mocap_pos.copy(),
-                             prev=prev, action=a, obs=obs.copy(), reward=float(r),
-                             success=bool(info["success"])))
-    return recs
-
-
 @pytest.mark.parametrize("task", _params(QUICK_TASKS))
 def test_reward_port_exact(task):
     from_physics, states = _from_physics(task), _reset_states(task)
@@ -95,7 +73,7 @@ def test_reward_port_exact(task):
     errs, obs_errs, mismatched = [], [], []
     for variation in (0, 1):
         st = _env_slice(states, variation)
-        for rec in _record_reference(task, variation, steps):
+        for rec in record_reference(task, variation, steps):
             obs, r, s = from_physics(rec["qpos"], rec["qvel"], rec["mocap_pos"], st.body_pos,
                                      st.task_vars, rec["prev"], jnp.asarray(rec["action"]))
             errs.append(abs(float(r) - rec["reward"]))
