@@ -1,4 +1,5 @@
-"""The no-drop MoE dispatch (`block_dispatch`) against an independent per-token reference.
+"""The no-drop MoE dispatches (`block_dispatch`, `chunk_dispatch`) against an independent
+per-token reference.
 
 The reference computes y_n = sum_k w_nk * FFN_{e_nk}(x_n) token by token, each token
 through its own gathered copy of its experts' weights, from the raw parameter dicts and
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 
 from cpd_jax.student import routing as routing_lib
-from cpd_jax.student.moe import MoE, block_dispatch, buffer_dispatch
+from cpd_jax.student import moe as moe_lib
+from cpd_jax.student.moe import MoE, block_dispatch, buffer_dispatch, chunk_dispatch
 
 DIM, HIDDEN = 8, 16
 
@@ -80,11 +82,26 @@ def _assert_tree_close(actual, expected, rtol=1e-5):
                                    err_msg=jax.tree_util.keystr(path))
 
 
-@pytest.mark.parametrize("k,num_experts,block_size",
-                         [(1, 3, None), (1, 6, 3), (1, 4, 1), (2, 4, None), (2, 7, 3),
-                          (2, 5, 1)])
-def test_no_drop_output_and_gradients_equal_per_token_loop(k, num_experts, block_size):
-    layer, params, x = _params(num_experts, k, block_size=block_size)
+# (k, experts, MoE fields): the block dispatch at several block sizes, and the chunk
+# dispatch with chunk sizes small enough that n=20 tokens take every path of `_cover`
+# (several largest chunks, each smaller size as the last chunk, a last chunk that runs
+# past the expert's rows, no last chunk, empty experts)
+NO_DROP_CASES = [
+    (1, 3, dict(block_size=None)), (1, 6, dict(block_size=3)), (1, 4, dict(block_size=1)),
+    (2, 4, dict(block_size=None)), (2, 7, dict(block_size=3)), (2, 5, dict(block_size=1)),
+    (1, 3, dict(dispatch="chunk", chunk_sizes=(2, 4))),
+    (1, 6, dict(dispatch="chunk", chunk_sizes=(1,))),
+    (1, 2, dict(dispatch="chunk", chunk_sizes=(2, 4, 8))),
+    (2, 4, dict(dispatch="chunk")),  # CHUNK_SIZES: all longer than the 40 pairs
+    (2, 7, dict(dispatch="chunk", chunk_sizes=(3, 6))),
+    (1, 3, dict(dispatch="chunk", chunk_sizes=(7,))),
+    (2, 5, dict(dispatch="chunk", chunk_sizes=(1, 2, 5))),
+]
+
+
+@pytest.mark.parametrize("k,num_experts,fields", NO_DROP_CASES)
+def test_no_drop_output_and_gradients_equal_per_token_loop(k, num_experts, fields):
+    layer, params, x = _params(num_experts, k, **fields)
     mask = jnp.arange(x.shape[0]) % 3 != 0  # a token mask: only the aux loss reads it
     cot = jax.random.normal(jax.random.PRNGKey(9), x.shape)
 
@@ -121,11 +138,15 @@ def test_no_drop_output_and_gradients_equal_per_token_loop(k, num_experts, block
         assert float(jnp.abs(grads[0][f"gate_{e}"]["kernel"]).max()) > 0
 
 
-@pytest.mark.parametrize("block_size", [1, 4, 64])
-def test_skewed_routing_all_tokens_to_one_expert_and_empty_experts(block_size):
-    """The worst case of the block count: one expert takes everything, others none."""
+@pytest.mark.parametrize("fields", [dict(block_size=1), dict(block_size=4),
+                                    dict(block_size=64), dict(dispatch="chunk", chunk_sizes=(2, 4)),
+                                    dict(dispatch="chunk", chunk_sizes=(1, 2, 4, 8)),
+                                    dict(dispatch="chunk", chunk_sizes=(32, 64))])
+def test_skewed_routing_all_tokens_to_one_expert_and_empty_experts(fields):
+    """The worst case of the block count: one expert takes everything, others none
+    (for the chunk loop: many largest chunks in a row, and experts with no rows)."""
     num_experts, k = 5, 2
-    layer, params, x = _params(num_experts, k, block_size=block_size)
+    layer, params, x = _params(num_experts, k, **fields)
     params = dict(params)
     params["gate_3"] = {"kernel": params["gate_3"]["kernel"], "bias": jnp.float32(50.0)}
     params["gate_1"] = {"kernel": params["gate_1"]["kernel"], "bias": jnp.float32(40.0)}
@@ -150,8 +171,9 @@ def test_skewed_routing_all_tokens_to_one_expert_and_empty_experts(block_size):
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_a_tokens_output_does_not_depend_on_the_rest_of_the_batch(k):
-    layer, params, x = _params(6, k, n=24)
+@pytest.mark.parametrize("dispatch", ["block", "chunk"])
+def test_a_tokens_output_does_not_depend_on_the_rest_of_the_batch(k, dispatch):
+    layer, params, x = _params(6, k, n=24, dispatch=dispatch, chunk_sizes=(2, 4))
     other = jax.random.normal(jax.random.PRNGKey(5), (40, DIM)) * 3.0
     apply = jax.jit(lambda x: layer.apply({"params": params}, x)[0])
     y_alone = apply(x[:7])
@@ -161,8 +183,12 @@ def test_a_tokens_output_does_not_depend_on_the_rest_of_the_batch(k):
     np.testing.assert_allclose(y_full[:7], y_alone, rtol=1e-5, atol=1e-6)
 
 
-def test_block_dispatch_equals_the_full_capacity_buffer_at_the_cpu_config_size():
-    """The old no-drop path (a buffer of N slots per expert) and the new one agree in
+@pytest.mark.parametrize("dispatch", [
+    lambda *a: block_dispatch(*a, block_size=64),
+    lambda *a: chunk_dispatch(*a, sizes=(16, 32, 48, 64)),
+    lambda *a: chunk_dispatch(*a)], ids=["block64", "chunk16-64", "chunk_default"])
+def test_no_drop_dispatch_equals_the_full_capacity_buffer_at_the_cpu_config_size(dispatch):
+    """The old no-drop path (a buffer of N slots per expert) and the new ones agree in
     value and gradient at the size benchmarks/student_throughput.py compares them."""
     n, dim, hidden, num_experts, k = 640, 64, 256, 12, 2
     keys = jax.random.split(jax.random.PRNGKey(0), 7)
@@ -178,8 +204,7 @@ def test_block_dispatch_equals_the_full_capacity_buffer_at_the_cpu_config_size()
         r = routing_lib.route_top_k(x @ gate, k)
         return jnp.sum(dispatch(x, r.expert_index, r.gate_weights, experts) * cot)
 
-    new = jax.jit(jax.value_and_grad(
-        lambda *a: loss(lambda *b: block_dispatch(*b, block_size=64), *a), argnums=(0, 1, 2)))
+    new = jax.jit(jax.value_and_grad(lambda *a: loss(dispatch, *a), argnums=(0, 1, 2)))
     old = jax.jit(jax.value_and_grad(
         lambda *a: loss(lambda *b: buffer_dispatch(*b, capacity=n), *a), argnums=(0, 1, 2)))
     (v_new, g_new), (v_old, g_old) = new(x, experts, gate), old(x, experts, gate)
@@ -188,8 +213,9 @@ def test_block_dispatch_equals_the_full_capacity_buffer_at_the_cpu_config_size()
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 
-def test_jit_of_vmap_over_batches_equals_one_batch_at_a_time():
-    layer, params, _ = _params(5, 2)
+@pytest.mark.parametrize("dispatch", ["block", "chunk"])
+def test_jit_of_vmap_over_batches_equals_one_batch_at_a_time(dispatch):
+    layer, params, _ = _params(5, 2, dispatch=dispatch, chunk_sizes=(2, 4))
     xs = jax.random.normal(jax.random.PRNGKey(3), (3, 16, DIM))
     masks = jax.random.bernoulli(jax.random.PRNGKey(4), 0.7, (3, 16))
     ys, rs, auxs = jax.jit(jax.vmap(lambda x, m: layer.apply({"params": params}, x, m)))(
@@ -215,3 +241,64 @@ def test_capacity_path_drops_past_capacity_and_keeps_the_rest():
         seen[idx[t]] += 1
         np.testing.assert_allclose(y[t], expected, rtol=1e-5, atol=1e-6)
     assert seen.max() > 5, "test setup: some expert should overflow"
+
+
+def test_default_dispatch_on_cpu_is_the_chunk_loop_for_large_experts(monkeypatch):
+    """Unset `dispatch`: "chunk" on CPU for experts of >= _CHUNK_MIN_EXPERT_WEIGHTS
+    weights (lowered via platform_dependent, here with the threshold lowered to reach
+    the test's small experts), "block" below it; `forced_dispatch` overrides both."""
+    layer, params, x = _params(4, 1)
+    ref = _reference_output(params, x, 4, 1)
+
+    def chunk_loop_lowered():  # the chunk loop's conds lower to stablehlo.case
+        text = jax.jit(lambda p, x: layer.apply({"params": p}, x)[0]).lower(params, x).as_text()
+        return "stablehlo.case" in text
+
+    assert not chunk_loop_lowered()  # DIM * HIDDEN = 128 < threshold: blocks
+    monkeypatch.setattr(moe_lib, "_CHUNK_MIN_EXPERT_WEIGHTS", DIM * HIDDEN)
+    assert chunk_loop_lowered()
+    y = jax.jit(lambda p, x: layer.apply({"params": p}, x)[0])(params, x)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
+    with moe_lib.forced_dispatch("block"):
+        assert not chunk_loop_lowered()
+    calls = []
+    with moe_lib.forced_dispatch(lambda x, *_: calls.append(1) or jnp.zeros_like(x)):
+        y = layer.apply({"params": params}, x)[0]
+    assert calls and not np.asarray(y).any()
+    assert moe_lib._forced is None  # restored
+
+
+@pytest.mark.parametrize("sizes", [(1,), (3,), (2, 4), (1, 2, 5), (3, 6, 8), (4, 8, 16)])
+def test_cover_runs_every_row_once_in_order_and_overruns_at_most_the_largest_gap(sizes):
+    length = 64
+
+    def cover(start, size):
+        def fn(s, pos, c):
+            seen, last = c
+            ok = pos >= last  # chunks in increasing order, none overlapping
+            seen = jax.lax.dynamic_update_slice_in_dim(
+                seen, jax.lax.dynamic_slice_in_dim(seen, pos, s) + 1, pos, 0)
+            return seen, jnp.where(ok, pos + s, -10_000)
+
+        return moe_lib._cover(start, size, sizes, fn, (jnp.zeros(length, jnp.int32), start))
+
+    cover = jax.jit(cover)
+    for start, size in [(0, 0), (3, 1), (5, 7), (2, 16), (1, 17), (9, 33)]:
+        seen, last = (np.asarray(a) for a in cover(start, size))
+        assert last >= start + size
+        assert (seen[:start] == 0).all() and (seen[start:start + size] == 1).all()
+        past = seen[start + size:]
+        assert (past <= 1).all() and past.sum() <= moe_lib._overrun(sizes)
+        assert (past[:past.sum()] == 1).all()  # the overrun is contiguous
+
+
+def test_chunk_sizes_must_increase():
+    assert moe_lib._overrun((64, 128, 192)) == 63 and moe_lib._overrun((1, 2, 5)) == 2
+    assert moe_lib.CHUNK_SIZES == tuple(range(64, 513, 64))
+    x = jnp.ones((10, DIM))
+    experts = (jnp.ones((2, DIM, HIDDEN)), jnp.ones((2, HIDDEN)), jnp.ones((2, HIDDEN, DIM)),
+               jnp.ones((2, DIM)))
+    idx = jnp.zeros((10, 1), jnp.int32)
+    for bad in [(4, 2), (2, 2), (0, 3), ()]:
+        with pytest.raises(ValueError, match="chunk sizes"):
+            chunk_dispatch(x, idx, jnp.ones((10, 1)), experts, sizes=bad)
