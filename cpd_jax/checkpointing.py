@@ -399,10 +399,16 @@ class RunCheckpointer:
         return RunCheckpointer(self.directory / name, max_to_keep=max_to_keep)
 
     def delete_all(self) -> None:
-        """Deletes every step (finished or half-written) and the directory itself."""
+        """Deletes every step (finished or half-written) and the directory itself (on
+        several processes: once every process has stopped reading it, process 0
+        deletes, and every process waits until it has)."""
+        from cpd_jax import parallel
+
         self.close()
-        if self.directory.exists():
+        parallel.barrier(f"delete {self.directory.name}")
+        if parallel.is_main_process() and self.directory.exists():
             shutil.rmtree(self.directory)
+        parallel.barrier(f"deleted {self.directory.name}")
 
     def close(self) -> None:
         if self._manager is not None:

@@ -16,13 +16,20 @@ gather. Fine at the paper's scale (~65k steps x 39 floats per task); shard the s
 episode if it ever stops fitting on one device.
 
 Multi-host: `maybe_initialize_distributed(config)` brings up `jax.distributed` (CPU
-processes talk over gloo); the mesh then spans every process's devices.
+processes talk over gloo); the mesh then spans every process's devices. Every process
+runs the same program on the same (replicated) data; what differs is only who writes
+(`is_main_process`), which episodes each evaluates (`process_share` + `gather_json`) and
+that arrays leave the training step as host-local values (`host_local`). Processes meet
+at `barrier`s and exchange results over the coordination service, which waits as long
+as it is told; a gloo collective gives up after ~30 s of skew between processes.
 Jobs whose processes share no array (teachers) skip `jax.distributed`: `process_identity`
 says which process this is and `process_share` gives it its part of the work.
 """
 
+import itertools
+import json
 import os
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
@@ -62,8 +69,65 @@ def replicate(tree, mesh: Mesh):
 
 def local_value(tree):
     """numpy values of a tree of replicated (possibly multi-process) arrays, read from
-    this process's own copy."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x.addressable_data(0)), tree)
+    this process's own copy; leaves that are not jax arrays are left as they are."""
+    return jax.tree_util.tree_map(
+        lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+
+
+def host_local(tree):
+    """`tree` with every array this process can use alone, on one device: each jax array
+    that spans several devices (a data-parallel step's replicated output), and on
+    several processes every jax array, becomes the numpy value of this process's copy.
+    Evaluation and expert growth then need no collective, and orbax can save the tree:
+    it writes numpy leaves once (process 0), refuses single-device arrays of a
+    multi-process run, and with jax 0.6 fails on multi-device ones."""
+    several = jax.process_count() > 1
+
+    def leaf(x):
+        if isinstance(x, jax.Array) and (several or len(x.sharding.device_set) > 1):
+            return np.asarray(x.addressable_data(0))
+        return x
+
+    return jax.tree_util.tree_map(leaf, tree)
+
+
+def is_main_process() -> bool:
+    """Whether this process writes the run's files (results, plots, reports, shared
+    data): process 0 of a multi-host run, the only process otherwise."""
+    return jax.process_index() == 0
+
+
+def _coordination_client():
+    # jax's coordination-service client (barriers, key-value store, both with timeouts);
+    # jax exposes it only here. None on a single process.
+    from jax._src import distributed
+    return distributed.global_state.client
+
+
+# Barrier and key-value names must be unique for the life of the cluster; every process
+# makes the same calls in the same order, so a per-process counter names them alike.
+_SYNC_COUNTER = itertools.count()
+SYNC_TIMEOUT_S = 4 * 3600  # one process may collect data or evaluate for hours
+
+
+def barrier(name: str, timeout_s: float = SYNC_TIMEOUT_S) -> None:
+    """Waits until every process has reached this barrier (no-op on one process)."""
+    if jax.process_count() == 1:
+        return
+    _coordination_client().wait_at_barrier(f"cpd_jax/{next(_SYNC_COUNTER)}/{name}",
+                                           int(timeout_s * 1000))
+
+
+def gather_json(name: str, value: Any, timeout_s: float = SYNC_TIMEOUT_S) -> list:
+    """[value of process 0, value of process 1, ...]: every process's JSON-able `value`,
+    in every process ([value] on one process)."""
+    if jax.process_count() == 1:
+        return [value]
+    client = _coordination_client()
+    key = f"cpd_jax/{next(_SYNC_COUNTER)}/{name}"
+    client.key_value_set(f"{key}/{jax.process_index()}", json.dumps(value))
+    return [json.loads(client.blocking_key_value_get(f"{key}/{i}", int(timeout_s * 1000)))
+            for i in range(jax.process_count())]
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:

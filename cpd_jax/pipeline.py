@@ -87,7 +87,20 @@ def collect_or_load_all(config, tasks, directory: pathlib.Path,
                         variations: list[int] | None = None,
                         what: str = "teacher data") -> list[rollouts.Trajectories]:
     """`collect_or_load` of every task in order, with a progress line per task (tasks
-    done / total and an ETA: collecting a task's episodes takes minutes)."""
+    done / total and an ETA: collecting a task's episodes takes minutes).
+
+    On several processes (a shared `directory`): each collects and saves its
+    `parallel.process_share` of the tasks that are not on disk yet, all wait at a
+    barrier, then every process loads every task. Collection is seeded per task and
+    episode, so the data is the same as one process would collect.
+    """
+    from cpd_jax import parallel
+
+    if jax.process_count() > 1:
+        missing = [t for t in tasks if not rollouts.exists(directory, t)]
+        for task in parallel.process_share(missing, jax.process_index(), jax.process_count()):
+            collect_or_load(config, task, directory, variations)
+        parallel.barrier(f"collected {what}")
     meter = progress.Progress(what, len(tasks), "tasks")
     out = []
     for task in tasks:
@@ -122,13 +135,23 @@ def data_mesh(config):
 
 def evaluate_student(config, model, params, obs_norm, tasks, embed_fn=None) -> dict:
     """Closed-loop success of the student on `tasks` under `config.eval` (the protocol's
-    goals); {task: {"success_rate", "mean_return", "episodes"}}."""
-    policy = closed_loop.student_policy(model, params, config.student.task_context,
-                                        embed_fn=embed_fn, obs_norm=obs_norm)
-    return closed_loop.evaluate_tasks(
-        lambda ts: make_env(config.env.backend, ts), policy, tasks,
-        protocol.eval_variations(config), config.student.seq_len,
-        stop_at_success=config.eval.stop_at_success, max_envs=config.eval.max_envs)
+    goals); {task: {"success_rate", "mean_return", "episodes", "successes"}}.
+
+    On several processes each runs its `parallel.process_share` of the goals and every
+    process gets the merged result (`closed_loop.merge_results`).
+    """
+    from cpd_jax import parallel
+
+    policy = closed_loop.student_policy(model, parallel.host_local(params),
+                                        config.student.task_context, embed_fn=embed_fn,
+                                        obs_norm=obs_norm)
+    variations = parallel.process_share(protocol.eval_variations(config),
+                                        jax.process_index(), jax.process_count())
+    mine = closed_loop.evaluate_tasks(
+        lambda ts: make_env(config.env.backend, ts), policy, tasks, variations,
+        config.student.seq_len, stop_at_success=config.eval.stop_at_success,
+        max_envs=config.eval.max_envs) if variations else {}
+    return closed_loop.merge_results(parallel.gather_json("evaluation", mine), tasks)
 
 
 def write_results(workdir: pathlib.Path, results: dict) -> None:
@@ -230,6 +253,9 @@ def _train_and_evaluate(config, workdir, writer) -> dict:
         "time_s": {"data": t_data, "train": t_train, "eval": t_eval},
         "config": config.to_dict(),
     }
-    write_results(workdir, results)
+    from cpd_jax import parallel
+    if parallel.is_main_process():
+        write_results(workdir, results)
+    parallel.barrier("results written")  # every process ends once process 0 has written
     logging.info("mean success %.3f; results in %s", results["mean_success"], workdir)
     return results

@@ -7,7 +7,8 @@
 Each (method, seed) is its own `python -m cpd_jax.main` run in
 `<workdir>/<method>/seed<k>` (so each resumes from its own checkpoints if killed),
 sharing one teacher-data directory `<workdir>/data`. Then the per-run results are
-gathered into `<workdir>/table2.{md,json,png}`. The ablations (no_te, no_shared_frozen,
+gathered into `<workdir>/table2.{md,json,png}`; with `--earlier=<table.json>` the seeds
+of an earlier table are pooled in (more seeds for a committed table without its runs). The ablations (no_te, no_shared_frozen,
 no_freeze_gating) and ours_isolated are rows too (`VARIANTS`).
 """
 
@@ -29,6 +30,10 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "runs at a time")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "extra --config.x=y for every run")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False,
                                  "run nothing: rebuild the table from finished runs")
+_EARLIER = flags.DEFINE_string(
+    "earlier", None, "an earlier table's JSON (e.g. experiments/results/table2.json): its "
+    "seeds of --methods are pooled with this workdir's runs, which must have been made "
+    "with the same flags and evaluation protocol")
 
 ISOLATED = "cpd_jax/configs/mt25_5stage_cpu_isolated.py"
 UNIFORM = "--config.distill.sampling=episode"  # the paper's draws: uniform over episodes
@@ -93,17 +98,60 @@ def paper_final(name: str):
     return paper.TABLE2_FINAL.get(method) if config is None and extra == [UNIFORM] else None
 
 
+def _without_seed(command: dict) -> dict:
+    """A run's command with what differs between seeds and machines taken out."""
+    return {"config": command["config"], "flags": [
+        f for f in command["flags"]
+        if not f.startswith(("--config.seed=", "--config.data.dir="))]}
+
+
+def earlier_table(path: str, commands: dict, evaluation) -> tuple[dict, dict, list | None]:
+    """({method: entry}, {method: {seed: command}}, FT reference) of the earlier table at
+    `path`, for the methods of --methods. UsageError where pooling would mix different
+    things: another evaluation protocol, or another command for a method."""
+    table = json.loads(pathlib.Path(path).read_text())
+    if evaluation is not None and table["evaluation"] != evaluation:
+        raise app.UsageError(f"{path} was evaluated under another protocol than the runs "
+                             f"here ({table['evaluation']} vs {evaluation}): not pooled")
+    entries = {e["method"]: e for e in table["methods"] if e["method"] in _METHODS.value}
+    earlier_commands = {m: {s: c for s, c in table["commands"][m].items()
+                            if int(s) in entries[m]["seeds"]}
+                        for m in entries if m in table["commands"]}
+    for method, seeds in commands.items():
+        before = {json.dumps(_without_seed(c)) for c in earlier_commands.get(method, {}).values()}
+        now = {json.dumps(_without_seed(c)) for c in seeds.values()}
+        if before and before != now:
+            raise app.UsageError(f"{method}: the runs here were made with other flags than "
+                                 f"{path}'s ({sorted(now)} vs {sorted(before)}): not pooled")
+    return entries, earlier_commands, table.get("ft_reference")
+
+
 def write_table(root: pathlib.Path):
     from cpd_jax.evaluation import report
 
     results = finished_results(root)
-    if not results:
+    commands = recorded_commands(root)
+    evaluation = next((rs[0].get("evaluation") for rs in results.values()), None)
+    earlier, earlier_commands, reference = {}, {}, None
+    if _EARLIER.value:
+        earlier, earlier_commands, reference = earlier_table(_EARLIER.value, commands,
+                                                             evaluation)
+        evaluation = evaluation or json.loads(pathlib.Path(_EARLIER.value).read_text()
+                                              )["evaluation"]
+    if not results and not earlier:
         raise app.UsageError(f"no finished runs of {_METHODS.value} (seeds {_SEEDS.value}) "
                              f"under {root}: nothing to tabulate")
-    reference = (report.independent_reference(results["independent"])
-                 if "independent" in results else None)  # Continual World's FT reference
-    return report.write_table2(root, results, {name: paper_final(name) for name in results},
-                               commands=recorded_commands(root), ft_reference=reference)
+    if "independent" in results:  # Continual World's FT reference
+        if "independent" in earlier:
+            raise app.UsageError("independent has runs here and in --earlier: the earlier "
+                                 "rows' forward transfer used another reference; rerun all")
+        reference = report.independent_reference(results["independent"])
+    rows = {m: results.get(m, []) for m in _METHODS.value if m in results or m in earlier}
+    for method, seeds in earlier_commands.items():
+        commands[method] = {**seeds, **commands.get(method, {})}
+    return report.write_table2(root, rows, {name: paper_final(name) for name in rows},
+                               commands=commands, ft_reference=reference, earlier=earlier,
+                               evaluation=evaluation)
 
 
 def main(argv):

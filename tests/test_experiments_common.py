@@ -33,3 +33,58 @@ def test_run_of_another_command_is_refused_and_left_alone(tmp_path):
     with pytest.raises(ValueError, match=r"--config.seed=1.*another --workdir"):
         common.run_main(CONFIG, tmp_path / "run", ["--config.method=ours", "--config.seed=1"])
     assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+# --- run_comparison.py --earlier: pooling a committed table's seeds with new runs ------
+
+EVALUATION = {"protocol": "heldout", "description": "held-out goals", "variations": [50, 51],
+              "episodes_per_task": 2, "success": "any step", "training_goals": "0..49"}
+
+
+def _continual_run(root: pathlib.Path, method: str, seed: int, flags: list[str]) -> None:
+    """A finished 2-stage run of `method` under `<root>/<method>/seed<seed>`."""
+    import numpy as np
+    from cpd_jax.evaluation import metrics
+
+    R = np.array([[0.8, np.nan], [0.6 + 0.1 * seed, 0.9]])
+    sot = np.array([0, 1])
+    summary = metrics.summarize(R, sot)
+    for k, row in enumerate(summary):
+        row["teacher_recovery"] = metrics.teacher_recovery(R[k, sot <= k], np.ones(k + 1))
+    workdir = root / method / f"seed{seed}"
+    workdir.mkdir(parents=True)
+    (workdir / "results.json").write_text(json.dumps({
+        "method": method, "seed": seed, "summary": summary, "stage_of_task": sot.tolist(),
+        "R": [[None if np.isnan(v) else v for v in row] for row in R.tolist()],
+        "wall_time_s": 1.0, "evaluation": EVALUATION}))
+    (workdir / common.COMMAND_FILE).write_text(json.dumps({
+        "config": CONFIG, "flags": [f"--config.method={method}", f"--config.seed={seed}",
+                                    f"--config.data.dir={root / 'data'}", *flags]}))
+
+
+def _report(workdir, earlier, seeds: str):
+    import subprocess
+    root = pathlib.Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, str(root / "experiments" / "run_comparison.py"), "--report_only",
+         f"--workdir={workdir}", "--methods=finetune", f"--seeds={seeds}",
+         f"--earlier={earlier}"], cwd=root, capture_output=True, text=True)
+
+
+def test_report_pools_an_earlier_tables_seeds_and_refuses_other_flags(tmp_path):
+    _continual_run(tmp_path / "old", "finetune", 0, [])
+    first = _report(tmp_path / "old", tmp_path / "none.json", "0")
+    assert first.returncode != 0  # no earlier table there
+    done = _report(tmp_path / "old", "", "0")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _continual_run(tmp_path / "new", "finetune", 1, [])
+    pooled = _report(tmp_path / "new", tmp_path / "old" / "table2.json", "1")
+    assert pooled.returncode == 0, pooled.stderr[-2000:]
+    table = json.loads((tmp_path / "new" / "table2.json").read_text())
+    (entry,) = table["methods"]
+    assert entry["seeds"] == [0, 1] and entry["final_acc"] == pytest.approx([75.0, 80.0])
+    assert sorted(table["commands"]["finetune"]) == ["0", "1"]
+    _continual_run(tmp_path / "other", "finetune", 1, ["--config.distill.sampling=episode"])
+    refused = _report(tmp_path / "other", tmp_path / "old" / "table2.json", "1")
+    assert refused.returncode != 0 and "other flags" in refused.stderr
+    assert not (tmp_path / "other" / "table2.json").exists()

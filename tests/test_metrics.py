@@ -197,3 +197,48 @@ def test_table2_continual_world_metrics(tmp_path):
     np.testing.assert_allclose(cw["forgetting"], [20.0])
     np.testing.assert_allclose(cw["forward_transfer"], [12.5])
     assert "| ours | 62.5 | 20.0 | 12.5 |" in paths["md"].read_text()
+
+
+def test_pooled_stats_equal_stats_of_all_values():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=7)
+    for split in ([1, 6], [3, 4], [1, 1, 5], [2, 2, 3]):
+        groups = np.split(values, np.cumsum(split)[:-1])
+        parts = [(len(g), *report._stats(g)) for g in groups]
+        np.testing.assert_allclose(report.pooled_stats(parts), report._stats(values))
+    assert np.isnan(report.pooled_stats([(1, 0.5, None)])[1])  # one value: no spread
+    assert np.isnan(report.pooled_stats([(1, float("nan"), None), (2, 0.1, 0.0)])[0])
+
+
+def test_table_pooled_from_two_tables_equals_one_table_of_all_seeds(tmp_path):
+    seeds = []
+    for seed in range(3):
+        r = R.copy()
+        r[2] = [0.4 + 0.1 * seed, 0.4, 0.9 - 0.2 * seed, 0.6]
+        r[1, 2] = 0.5 + 0.2 * seed
+        seeds.append(_run(r, seed))
+    all_at_once = json.loads(report.write_table2(tmp_path / "all", {"ours": seeds})["json"]
+                             .read_text())["methods"][0]
+    earlier = json.loads(report.write_table2(tmp_path / "a", {"ours": seeds[:1]})["json"]
+                         .read_text())["methods"][0]
+    pooled_paths = report.write_table2(tmp_path / "b", {"ours": seeds[1:], "finetune": []},
+                                       earlier={"ours": earlier, "finetune": earlier
+                                                | {"method": "finetune"}})
+    pooled = json.loads(pooled_paths["json"].read_text())["methods"]
+    assert [e["method"] for e in pooled] == ["ours", "finetune"]
+    ours = pooled[0]
+    for key in report.PER_SEED_KEYS:
+        np.testing.assert_allclose(ours[key], all_at_once[key], err_msg=key)
+    assert ours["continual_world"] == all_at_once["continual_world"]
+    for a, b in zip(ours["per_stage"], all_at_once["per_stage"]):
+        assert a.keys() == b.keys() and a["num_seeds"] == 3
+        for k in a:
+            if a[k] is None:
+                assert b[k] is None, k
+            else:
+                assert a[k] == pytest.approx(b[k], abs=1e-12), k
+    # the earlier-only method keeps its one seed, and both rows render
+    assert pooled[1]["seeds"] == [0]
+    assert "| finetune | 1 |" in pooled_paths["md"].read_text()
+    with pytest.raises(ValueError, match=r"seeds \[1\] are in both"):
+        report.pool_entries(all_at_once, all_at_once | {"seeds": [1, 3]})

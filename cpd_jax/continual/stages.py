@@ -315,12 +315,13 @@ def train_stage(config, method: Method, params, num_old: int, stage: int, source
             state, source = parallel.replicate((state, source), mesh)
         save_phase = None if save is None else functools.partial(
             _save_phase, save, phase, done, curve)
+        parallel.barrier(f"stage {stage} phase {phase}")  # the steps' all-reduce is gloo's
         state, phase_curve = distillation.distill(
             state, step_fn, source, steps, config.distill.log_every,
             label=f"stage {stage} phase {phase}", writer=writer,
             global_step_offset=global_step_offset, steps_done=phase_done,
             save_every=config.checkpoint.every_steps, save=save_phase)
-        params, done = state.params, done + steps
+        params, done = parallel.host_local(state.params), done + steps
         curve += _with_phase(phase_curve, phase)
         if after_phase is not None:
             after_phase(phase, params)
@@ -405,6 +406,8 @@ def _save(ckpt, run: RunState, config):
             "replay": {f: getattr(run.replay, f) for f in replay_lib.FIELDS}}
     if run.encoder is not None:
         tree["encoder"] = run.encoder
+    # arrays of several devices or processes as numpy (orbax writes those once)
+    tree = parallel.host_local(tree)
     meta = {"format": CHECKPOINT_FORMAT, "stages_done": run.stages_done,
             "num_experts": num_experts(run.params), "replay_size": len(run.replay),
             "config": config.to_dict(), "log": run.log}
@@ -435,7 +438,7 @@ def _restore(ckpt, config) -> RunState | None:
 def _save_progress(ckpt, config, progress: StageProgress, step_id: int) -> None:
     """Writes `progress` (its `state` a `DistillState`) as step `step_id` (the run's
     gradient step) of the intra-stage checkpointer `ckpt`."""
-    tree = {"distill": progress.state}
+    tree = {"distill": parallel.host_local(progress.state)}
     if progress.encoder is not None:
         tree["encoder"] = progress.encoder
     meta = {"format": PROGRESS_FORMAT, "stage": progress.stage, "phase": progress.phase,
@@ -625,6 +628,7 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
         prev_data = data
     results = write_continual_results(workdir, config, run, tasks, stage_of_task,
                                       time.time() - start)
+    parallel.barrier("results written")  # every process ends once process 0 has written
     return dict(results, state=run)  # the in-memory RunState too (not in results.json)
 
 
@@ -667,6 +671,8 @@ def write_continual_results(workdir, config, run: RunState, tasks, stage_of_task
                "num_experts": num_experts(run.params), "stages": run.log,
                "evaluation": protocol.describe(config), "wall_time_s": wall,
                "config": config.to_dict()}
+    if not parallel.is_main_process():  # process 0 writes the run's files
+        return results
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     (pathlib.Path(workdir) / "results.json").write_text(json.dumps(results, indent=2,
                                                                    default=float))

@@ -78,8 +78,9 @@ def evaluate_tasks(make_env: Callable[[Sequence[str]], BatchedEnv], policy,
     Every task runs in one batch, in waves of `max(1, max_envs // len(tasks))` variations
     each (a reference env holds ~25 MB, so 25 tasks x 20 episodes at once would take
     12 GB); episodes are independent, so the waves give the same numbers as one batch.
-    Returns {task: {"success_rate": float, "mean_return": float, "episodes": int}}
-    (with stop_at_success, the return is counted up to each episode's first success).
+    Returns {task: {"success_rate": float, "mean_return": float, "episodes": int,
+    "successes": [bool per variation], "returns": [float per variation]}} (with
+    stop_at_success, the return is counted up to each episode's first success).
     """
     per_wave = max(1, max_envs // len(tasks))
     success, returns = {t: [] for t in tasks}, {t: [] for t in tasks}
@@ -100,9 +101,23 @@ def evaluate_tasks(make_env: Callable[[Sequence[str]], BatchedEnv], policy,
             success[t] += out["success"][i * n:(i + 1) * n].tolist()
             returns[t] += out["return"][i * n:(i + 1) * n].tolist()
         meter.update(len(tasks) * (start + n), f"wave {wave_index + 1}/{num_waves}")
-    return {t: {"success_rate": float(np.mean(success[t])),
-                "mean_return": float(np.mean(returns[t])), "episodes": len(variations)}
-            for t in tasks}
+    return {t: task_result(success[t], returns[t]) for t in tasks}
+
+
+def task_result(successes: Sequence[bool], returns: Sequence[float]) -> dict:
+    """One task's evaluation entry from its episodes' success and return."""
+    return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns)),
+            "episodes": len(successes), "successes": [bool(x) for x in successes],
+            "returns": [float(x) for x in returns]}
+
+
+def merge_results(parts: Sequence[dict], tasks: Sequence[str]) -> dict:
+    """One `evaluate_tasks` result from several over disjoint goals (the processes of a
+    multi-host run, in process order; an empty part ran no goal)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {t: task_result([x for p in parts if p for x in p[t]["successes"]],
+                           [x for p in parts if p for x in p[t]["returns"]]) for t in tasks}
 
 
 def student_policy(model, params, context_kind: str, embed_fn=None, obs_norm=None):

@@ -199,6 +199,69 @@ def method_entry(method: str, runs: Sequence[Mapping], ft_reference=None) -> dic
             "wall_time_s": [r["wall_time_s"] for r in runs]}
 
 
+def pooled_stats(parts: Sequence[tuple[int, float, float]]) -> tuple[float, float]:
+    """(mean, sample std) of the union of groups given as (count, mean, sample std): what
+    `_stats` gives on all their values at once. A group of one value has std NaN/None
+    (no spread); a NaN mean anywhere gives NaN (e.g. BWT at stage 1)."""
+    n = np.array([c for c, _, _ in parts], np.float64)
+    m = np.array([np.nan if x is None else x for _, x, _ in parts], np.float64)
+    s = np.array([0.0 if c == 1 or x is None else x for c, _, x in parts], np.float64)
+    total = n.sum()
+    if not np.all(np.isfinite(m)):
+        return float("nan"), float("nan")
+    mean = float((n * m).sum() / total)
+    if total < 2:
+        return mean, float("nan")
+    squares = ((n - 1) * s ** 2 + n * (m - mean) ** 2).sum()
+    return mean, float(np.sqrt(squares / (total - 1)))
+
+
+PER_SEED_KEYS = ("seeds", "final_acc", "final_bwt", "teacher_recovery",
+                 "avg_incremental_acc", "wall_time_s")
+
+
+def pool_entries(earlier: Mapping, new: Mapping) -> dict:
+    """One `method_entry` of the seeds of two entries of the same method (e.g. an
+    earlier table's seeds 0 and a new run's seeds 1-2): per-seed lists concatenated,
+    per-stage means and stds pooled exactly (`pooled_stats`). ValueError if a seed is
+    in both or the entries measured different things."""
+    if earlier["method"] != new["method"]:
+        raise ValueError(f"pooling {earlier['method']!r} with {new['method']!r}")
+    both = set(earlier["seeds"]) & set(new["seeds"])
+    if both:
+        raise ValueError(f"{new['method']}: seeds {sorted(both)} are in both tables")
+    out = {"method": new["method"]}
+    for key in PER_SEED_KEYS:
+        out[key] = list(earlier[key]) + list(new[key])
+    if earlier["continual_world"].keys() != new["continual_world"].keys():
+        raise ValueError(f"{new['method']}: Continual World metrics differ between tables")
+    out["continual_world"] = {k: list(earlier["continual_world"][k]) + list(v)
+                              for k, v in new["continual_world"].items()}
+    if len(earlier["per_stage"]) != len(new["per_stage"]):
+        raise ValueError(f"{new['method']}: {len(earlier['per_stage'])} stages in one table, "
+                         f"{len(new['per_stage'])} in the other")
+    out["per_stage"] = []
+    for a, b in zip(earlier["per_stage"], new["per_stage"]):
+        names = {k[:-len("_mean")] for k in a if k.endswith("_mean")}
+        if names != {k[:-len("_mean")] for k in b if k.endswith("_mean")}:
+            raise ValueError(f"{new['method']}: stage {a['stage'] + 1} measured other "
+                             "quantities in the two tables")
+        row = {"stage": a["stage"], "num_seeds": a["num_seeds"] + b["num_seeds"]}
+        for name in sorted(names):
+            row[f"{name}_mean"], row[f"{name}_std"] = pooled_stats(
+                [(r["num_seeds"], r[f"{name}_mean"], r[f"{name}_std"]) for r in (a, b)])
+        out["per_stage"].append(row)
+    return out
+
+
+def entry_from_json(entry: Mapping) -> dict:
+    """A `method_entry` as read back from a table's JSON (NaN written as null) with its
+    NaNs back, so it pools and renders like a fresh one."""
+    nan = lambda x: float("nan") if x is None else x
+    return {**entry, "per_stage": [{k: nan(v) for k, v in row.items()}
+                                   for row in entry["per_stage"]]}
+
+
 def _continual_world_percent(runs: Sequence[Mapping], reference) -> dict:
     """{metric: per-seed list}: `metrics.continual_world` of each run, in percent."""
     values = [metrics.continual_world(r["R"], r["stage_of_task"], reference) for r in runs]
@@ -218,7 +281,8 @@ def independent_reference(runs: Sequence[Mapping]) -> np.ndarray:
 
 def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=None,
                  name: str = "table2", commands: Mapping | None = None,
-                 ft_reference=None) -> dict:
+                 ft_reference=None, earlier: Mapping[str, Mapping] | None = None,
+                 evaluation: Mapping | None = None) -> dict:
     """Paper Table 2 layout: one row per method, per stage "Acc / BWT" (mean ± std over
     seeds, %), then the paper's final Acc / BWT beside ours.
 
@@ -228,19 +292,29 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
     stored as given in the JSON so that a table says how to rerun it.
     ft_reference: float[T] per-task success of a reference learner for Continual World's
     forward transfer (`independent_reference`); without it FT is left out.
+    earlier: {method: entry} of an earlier table (its JSON's "methods"): pooled with this
+    call's runs of the method (`pool_entries`), or a row of its own where `runs` has
+    none (`runs` may map a method to [] to place it); evaluation: the protocol of the
+    runs (default: the first run's).
     Writes `name`.md, `name`.json ({"evaluation", "methods": [method_entry, ...]}) and
     `name`.png (Acc and BWT per stage per method, error bars = std over seeds).
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paper_final = paper_final or {}
-    entries = [method_entry(m, rs, ft_reference) for m, rs in runs.items()]
-    evaluation = next(iter(runs.values()))[0].get("evaluation") if runs else None
+    earlier = {m: entry_from_json(e) for m, e in (earlier or {}).items()}
+    entries = []
+    for m in list(runs) + [m for m in earlier if m not in runs]:
+        new = method_entry(m, runs[m], ft_reference) if runs.get(m) else None
+        entries.append(pool_entries(earlier[m], new) if new and m in earlier else
+                       new or earlier[m])
+    if evaluation is None:
+        evaluation = next((rs[0].get("evaluation") for rs in runs.values() if rs), None)
     num_stages = max(len(e["per_stage"]) for e in entries)
     paths = {k: directory / f"{name}.{k}" for k in ("json", "md", "png")}
     paths["json"].write_text(json.dumps(_nan_to_none(
         {"evaluation": evaluation, "methods": entries,
-         "paper_final": {m: paper_final.get(m) for m in runs},
+         "paper_final": {e["method"]: paper_final.get(e["method"]) for e in entries},
          "commands": dict(commands or {}),
          "ft_reference": None if ft_reference is None else list(map(float, ft_reference))}),
         indent=2))
