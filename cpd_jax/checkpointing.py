@@ -357,18 +357,6 @@ class RunCheckpointer:
                 f"{' into the template' if template_fn else ''}: {type(e).__name__}: {e}") from e
         return put_back(restored[STATE_ITEM]), metadata
 
-    def restore_latest_valid(self, template_fn: Optional[Callable[[dict], Any]] = None):
-        """(state, metadata) of the newest step that reads back; logs and skips corrupt
-        ones (a crash can leave a finalised but damaged step only through disk faults, so
-        this is the resume path's last resort, never silent). None if no step is readable.
-        """
-        for step in reversed(self.all_steps()):
-            try:
-                return self.restore(step, template_fn)
-            except CorruptCheckpointError as e:
-                logging.warning("skipping unreadable checkpoint step %d: %s", step, e)
-        return None
-
     def _raw_restore_args(self, step: int, path: pathlib.Path):
         """Restore args from the checkpoint's own tree metadata: numpy leaves (saved without
         a sharding) as numpy, the rest as jax arrays on the first local device -- whatever

