@@ -42,7 +42,7 @@ import logging as std_logging
 import pathlib
 import shutil
 import time
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -433,13 +433,16 @@ def restructure(raw, like):
     return treedef.unflatten(out)
 
 
-def check_format(metadata: Mapping[str, Any], expected: str, source: str, fix: str) -> None:
-    """Raises UserError (one line: `source`, both formats, then `fix`) unless the
-    checkpoint's `metadata["format"]` is `expected`: each kind of run names its
-    checkpoints' format, so one kind never restores another's."""
+def check_format(metadata: Mapping[str, Any], expected: str | Sequence[str], source: str,
+                 fix: str) -> None:
+    """Raises UserError (one line: `source`, the formats, then `fix`) unless the
+    checkpoint's `metadata["format"]` is `expected` (or one of them): each kind of run
+    names its checkpoints' format, so one kind never restores another's."""
     found = metadata.get("format")
-    if found != expected:
-        raise UserError(f"{source}: checkpoint format {found!r} is not {expected!r}; {fix}")
+    allowed = (expected,) if isinstance(expected, str) else tuple(expected)
+    if found not in allowed:
+        wanted = " or ".join(repr(f) for f in allowed)
+        raise UserError(f"{source}: checkpoint format {found!r} is not {wanted}; {fix}")
 
 
 def save_tree(path, tree) -> None:

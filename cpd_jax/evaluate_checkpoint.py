@@ -1,4 +1,5 @@
-"""`--mode=eval`: restore a saved student (any stage, any expert count) and evaluate it.
+"""`--mode=eval`: restore a saved student (a joint run's, or a continual run's at any
+stage, any expert count) and evaluate it.
 
 The student's structure comes from the checkpoint's metadata (its expert count and
 config), not from the command's config, so a checkpoint of stage 5 restores with the
@@ -11,7 +12,7 @@ import pathlib
 import ml_collections
 from absl import logging
 
-from cpd_jax import checkpointing, live_metrics
+from cpd_jax import checkpointing, live_metrics, pipeline
 from cpd_jax.config_checks import check_tasks
 from cpd_jax.errors import UserError
 from cpd_jax.evaluation import protocol, report
@@ -43,15 +44,18 @@ def check_checkpoint(checkpoint_dir) -> dict:
         raise UserError(f"{where}: no checkpoint steps in it; pass a run's "
                         "<workdir>/checkpoints after at least one finished stage")
     meta = ckpt.restore_metadata()
-    checkpointing.check_format(meta, stages.CHECKPOINT_FORMAT, where,
-                               "pass a continual run's <workdir>/checkpoints")
+    checkpointing.check_format(meta, (stages.CHECKPOINT_FORMAT, pipeline.CHECKPOINT_FORMAT),
+                               where, "pass a continual or joint run's <workdir>/checkpoints")
     return meta
 
 
 def seen_tasks(saved_config, meta) -> list[str]:
-    """The tasks of the stages a checkpoint has finished, in stage order."""
+    """The tasks a checkpoint was trained on: a joint run's, or those of the stages a
+    continual run has finished, in stage order."""
     from cpd_jax.continual import stages
 
+    if meta["format"] == pipeline.CHECKPOINT_FORMAT:
+        return list(saved_config.tasks)
     seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
     return [t for s in seen[:meta["stages_done"]] for t in s]
 

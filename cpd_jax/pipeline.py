@@ -6,6 +6,8 @@ joint protocol. Everything it produces lands in `workdir`:
   data/<task>.npz|json  teacher rollouts (reused by later runs with the same workdir)
   results.json          per-task success, mean success, wall times, training curve
   results.md            the same as a markdown table
+  checkpoints/<steps>/  the trained student (orbax; `--mode=eval --restore=` evaluates
+                        it, as a continual run's stage)
   report.md             the run report: tables and plots (per-task success bars, loss
                         curve, learning curve), `evaluation.run_report`
 """
@@ -19,14 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cpd_jax import config_checks, distillation, live_metrics, progress
+from cpd_jax import checkpointing, config_checks, distillation, live_metrics, progress
 from cpd_jax.data import rollouts
 from cpd_jax.envs import make_env, validate_tasks
 from cpd_jax.envs import variations as variations_lib
 from cpd_jax.errors import UserError
 from cpd_jax.evaluation import closed_loop, protocol, report, run_report
-from cpd_jax.student import Student, StudentSpec
-from cpd_jax.student.inputs import context_dim, fit_obs_norm
+from cpd_jax.student import Student, StudentSpec, num_experts
+from cpd_jax.student.inputs import context_dim, fit_obs_norm, obs_norm_to_tree
 from cpd_jax.teachers import make_teacher
 
 
@@ -154,6 +156,27 @@ def evaluate_student(config, model, params, obs_norm, tasks, embed_fn=None) -> d
     return closed_loop.merge_results(parallel.gather_json("evaluation", mine), tasks)
 
 
+CHECKPOINT_FORMAT = "cpd_jax.joint/v1"
+
+
+def save_student(workdir: pathlib.Path, config, params, obs_norm, train_steps: int) -> None:
+    """The trained student as `<workdir>/checkpoints/<train_steps>` in the layout of a
+    continual run's stage (params, obs_norm; metadata: format, one stage done, its
+    expert count, config, gradient steps), so `--mode=eval` restores either. A run
+    that starts again in the same workdir trains from scratch and replaces it, as it
+    replaces results.json. Every process calls it (orbax synchronises them)."""
+    from cpd_jax import parallel
+
+    ckpt = checkpointing.RunCheckpointer(workdir / "checkpoints", max_to_keep=1)
+    if ckpt.latest() is not None:
+        ckpt.delete_all()
+    tree = parallel.host_local({"params": params, "obs_norm": obs_norm_to_tree(obs_norm)})
+    meta = {"format": CHECKPOINT_FORMAT, "stages_done": 1, "num_experts": num_experts(params),
+            "config": config.to_dict(), "log": [{"train_steps": int(train_steps)}]}
+    with ckpt:
+        ckpt.save(int(train_steps), tree, meta)
+
+
 def write_results(workdir: pathlib.Path, results: dict) -> None:
     """results.json, results.md (one row per task, then the mean; the learning curve
     as a second table and learning_curve.png when it has several points) and report.md."""
@@ -240,6 +263,7 @@ def _train_and_evaluate(config, workdir, writer) -> dict:
         logging.info("step %d/%d: mean held-out success %.3f", target, num_steps,
                      learning_curve[-1]["mean_success"])
         writer.scalars(target, live_metrics.success_scalars(per_task))
+    save_student(workdir, config, state.params, obs_norm, num_steps)
     for traj in trajs:
         per_task[traj.task]["teacher_success"] = float(traj.episode_success().mean())
     results = {

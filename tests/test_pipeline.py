@@ -3,7 +3,7 @@
 import json
 import math
 
-from cpd_jax import pipeline
+from cpd_jax import evaluate_checkpoint, pipeline
 from cpd_jax.configs import quickstart
 
 
@@ -44,3 +44,11 @@ def test_tiny_joint_run_writes_results_and_reuses_data(tmp_path):
     assert data_file.stat().st_mtime_ns == written
     assert again["per_task"] == results["per_task"]
     assert [log["loss"] for log in again["curve"]] == [log["loss"] for log in results["curve"]]
+
+    # The second run replaced the first's checkpoint; --mode=eval restores it and
+    # evaluates the same student on the same goals: the run's own numbers.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["30"]
+    evaluated = evaluate_checkpoint.run(c, tmp_path / "checkpoints", tmp_path / "eval")
+    assert evaluated["stages_done"] == 1
+    assert {t: r["successes"] for t, r in evaluated["per_task"].items()} == {
+        t: r["successes"] for t, r in again["per_task"].items()}
