@@ -91,16 +91,16 @@ def collect_or_load_all(config, tasks, directory: pathlib.Path,
     """`collect_or_load` of every task in order, with a progress line per task (tasks
     done / total and an ETA: collecting a task's episodes takes minutes).
 
-    On several processes (a shared `directory`): each collects and saves its
-    `parallel.process_share` of the tasks that are not on disk yet, all wait at a
-    barrier, then every process loads every task. Collection is seeded per task and
-    episode, so the data is the same as one process would collect.
+    On several processes (a shared `directory`): each process loads, or collects and
+    saves, its `parallel.process_share` of the tasks, all wait at a barrier, then every
+    process loads every task. The shares depend on the task list alone, not on what
+    each process saw on disk, so no task is written by two processes. Collection is
+    seeded per task and episode: the data is what one process would collect.
     """
     from cpd_jax import parallel
 
     if jax.process_count() > 1:
-        missing = [t for t in tasks if not rollouts.exists(directory, t)]
-        for task in parallel.process_share(missing, jax.process_index(), jax.process_count()):
+        for task in parallel.process_share(tasks, jax.process_index(), jax.process_count()):
             collect_or_load(config, task, directory, variations)
         parallel.barrier(f"collected {what}")
     meter = progress.Progress(what, len(tasks), "tasks")
