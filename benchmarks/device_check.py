@@ -10,7 +10,7 @@ every number it had time for):
 * env: MJX env steps/s and step compile time for reach, push, pick-place, door-open and
   drawer-open at batch 1,024 / 4,096 / 8,192 (`env_throughput.measure_mjx`: jitted,
   vmapped auto-reset step, resets gathered from a start-state pool).
-* ppo: pure-JAX PPO (`teachers.ppo.make_ppo`, the scanned chunk the teachers job
+* ppo: pure-JAX PPO (`rl.ppo.train.make_ppo`, the scanned chunk the teachers job
   runs) on reach-v3 and push-v3 at 2,048 envs with Playground-scale settings
   (unroll 10, 32 minibatches, 4 epochs per batch, MLP critic): env steps and wall time
   to 0.9 held-in eval success (MT50 goals, success at any step of 500), compile time
@@ -161,9 +161,9 @@ def ppo_env(task: str, env_kind: str):
     """(env, task_params) for make_ppo: the MJX port with its 50 MT50 start states as
     the reset pool, or the toy point mass."""
     if env_kind == "point_mass":
-        from cpd_jax.teachers import toy_envs
+        from cpd_jax.envs import toy_envs
         return toy_envs.PointMass(), jnp.asarray(toy_envs.toy_task_params([task]))[0]
-    from cpd_jax.teachers import mjx_adapter
+    from cpd_jax.envs import mjx_adapter
     env = mjx_adapter.make_mjx_env(task)
     return env, mjx_adapter.make_reset_pool(env, jax.random.PRNGKey(0))
 
@@ -171,7 +171,7 @@ def ppo_env(task: str, env_kind: str):
 def train_ppo(task: str, size: dict, deadline: float) -> dict:
     """Eval periods of the scanned chunk until success >= 0.9, the step budget or the
     deadline; the curve is (env steps, wall s after compile, success)."""
-    from cpd_jax.teachers import ppo
+    from cpd_jax.rl.ppo import train as ppo
 
     c = ppo_config(size)
     env, task_params = ppo_env(task, size["ppo_env"])

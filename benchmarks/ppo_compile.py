@@ -54,7 +54,8 @@ def worker(args) -> dict:
 
     import jax
 
-    from cpd_jax.teachers import mjx_adapter, ppo
+    from cpd_jax.envs import mjx_adapter
+    from cpd_jax.rl.ppo import train as ppo
 
     c = importlib.import_module(f"cpd_jax.configs.{args.config}").get_config().ppo
     c.num_envs = args.num_envs or c.num_envs

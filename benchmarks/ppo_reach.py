@@ -62,7 +62,8 @@ def run_ours(args) -> dict:
     import jax
 
     from cpd_jax.configs import teachers_ppo
-    from cpd_jax.teachers import mjx_adapter, ppo
+    from cpd_jax.envs import mjx_adapter
+    from cpd_jax.rl.ppo import train as ppo
 
     c = teachers_ppo.get_config().ppo
     c.num_envs, c.unroll_length = args.num_envs, args.unroll

@@ -62,8 +62,8 @@ def run(config):
         from cpd_jax import pipeline  # after flag parsing: keeps --help fast
         pipeline.train_and_evaluate(config, _WORKDIR.value)
     elif config.protocol == "teachers":
-        from cpd_jax.teachers import ppo_runner
-        logging.info("teachers written to %s", ppo_runner.train_teachers(config, _WORKDIR.value))
+        from cpd_jax.rl.ppo import runner
+        logging.info("teachers written to %s", runner.train_teachers(config, _WORKDIR.value))
     elif config.protocol == "stages":
         from cpd_jax.continual import stages
         stages.run_continual(config, _WORKDIR.value)

@@ -2,13 +2,13 @@
 
 Test files import from here (`from tests.helpers import ...`), never from each other: a
 test module imported under a second name runs twice and its caches are not shared.
-Tests that use the same config also share the compiled functions (`ppo_runner` caches
+Tests that use the same config also share the compiled functions (`rl.ppo.runner` caches
 them per config), which is why these configs are defined once.
 """
 
 from cpd_jax.configs import mt25_5stage_cpu, teachers_ppo_cpu
 
-# Three point-mass goals of the toy PPO env (cpd_jax.teachers.toy_envs).
+# Three point-mass goals of the toy PPO env (cpd_jax.envs.toy_envs).
 TOY_TASKS3 = ("point-mass-center", "point-mass-east", "point-mass-north")
 # Three Meta-World tasks with cheap scripted teachers, one per stage of the tiny runs.
 TINY_CONTINUAL_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
@@ -25,8 +25,8 @@ def small_ppo_config(num_evals: int = 2):
     return c
 
 
-def ppo_runner_config(total_evals: int):
-    """A teachers config for `ppo_runner.train_teachers`: two toy tasks, chunks of two
+def runner_config(total_evals: int):
+    """A teachers config for `rl.ppo.runner.train_teachers`: two toy tasks, chunks of two
     eval periods, the PPO block of `small_ppo_config` (same compiled functions)."""
     config = teachers_ppo_cpu.get_config()
     config.ppo = small_ppo_config(total_evals)

@@ -13,8 +13,8 @@ from cpd_jax import live_metrics, pipeline, progress
 from cpd_jax.configs import quickstart
 from cpd_jax.continual import stages
 from cpd_jax.errors import UserError
-from cpd_jax.teachers import ppo_runner
-from tests.helpers import ppo_runner_config, tiny_continual_config
+from cpd_jax.rl.ppo import runner
+from tests.helpers import runner_config, tiny_continual_config
 
 
 def read_scalars(logdir) -> dict:
@@ -143,8 +143,8 @@ def test_continual_steps_continue_across_stages_phases_and_a_resume(tmp_path, sh
 
 
 def test_ppo_chunks_reach_the_event_files(tmp_path):
-    config = ppo_runner_config(4)  # 2 chunks of 2 eval periods, 2 toy tasks, one program
-    ppo_runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
+    config = runner_config(4)  # 2 chunks of 2 eval periods, 2 toy tasks, one program
+    runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
     events = read_scalars(tmp_path / "tb")
     for task in config.teachers.tasks:
         curve = json.loads((tmp_path / "teachers" / task / "curve.json").read_text())
@@ -164,7 +164,7 @@ def test_chunk_scalars_skip_periods_after_an_early_stop():
          "active": np.array([[True, True], [True, False]]),
          "stopped": np.array([[False, False], [True, True]]),
          "eval_success": np.array([[0.1, 0.2], [1.0, 1.0]])}
-    assert ppo_runner.chunk_scalars(m, ["a", "b"]) == [
+    assert runner.chunk_scalars(m, ["a", "b"]) == [
         (100, {"ppo/a/eval_success": 0.1}), (200, {"ppo/a/eval_success": 0.2}),
         (100, {"ppo/b/eval_success": 1.0})]
 
@@ -173,9 +173,9 @@ def test_chunk_scalars_skip_periods_after_an_early_stop():
 
 
 def test_disabled_tensorboard_writes_nothing(tmp_path):
-    config = ppo_runner_config(2)
+    config = runner_config(2)
     config.log.tensorboard = False
-    ppo_runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
+    runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
     assert (tmp_path / "teachers").is_dir()  # the job ran...
     assert not (tmp_path / "tb").exists()  # ...and wrote no event file
     writer = live_metrics.MetricWriter()

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from cpd_jax.configs import teachers_ppo, teachers_ppo_cpu
-from cpd_jax.teachers import networks, ppo, ppo_runner, toy_envs
+from cpd_jax.envs import toy_envs
+from cpd_jax.rl.ppo import losses, networks, normalizer, runner
+from cpd_jax.rl.ppo import train as ppo
 from tests.helpers import TOY_TASKS3, small_ppo_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +59,7 @@ def test_gae_matches_python_loop(lam):
     values = rng.normal(size=(T, B)).astype(np.float32)
     dones = (rng.random((T, B)) < 0.1).astype(np.float32)
     last_value = rng.normal(size=(B,)).astype(np.float32)
-    adv, ret = ppo.compute_gae(jnp.asarray(rewards), jnp.asarray(values), jnp.asarray(dones),
+    adv, ret = losses.compute_gae(jnp.asarray(rewards), jnp.asarray(values), jnp.asarray(dones),
                                jnp.asarray(last_value), 0.99, lam)
     adv_ref, ret_ref = gae_reference(rewards, values, dones, last_value, 0.99, lam)
     np.testing.assert_allclose(adv, adv_ref, rtol=1e-5, atol=1e-5)
@@ -70,14 +72,15 @@ def test_linear_baseline_matches_numpy_lstsq():
     obs = rng.normal(size=(N, D)).astype(np.float32) * 3.0
     t = rng.integers(0, 500, size=N).astype(np.int32)
     targets = rng.normal(size=N).astype(np.float32) + obs[:, 0] - 0.01 * t
-    feats = np.asarray(ppo.linear_baseline_features(jnp.asarray(obs), jnp.asarray(t), 10.0, 100.0))
+    feats = np.asarray(losses.linear_baseline_features(jnp.asarray(obs), jnp.asarray(t),
+                                                       10.0, 100.0))
     # Features built independently in numpy (garage LinearFeatureBaseline._features).
     o = np.clip(obs.astype(np.float64), -10, 10)
     al = t[:, None] / 100.0
     feats_ref = np.concatenate([o, o**2, al, al**2, al**3, np.ones((N, 1))], axis=1)
     np.testing.assert_allclose(feats, feats_ref, rtol=1e-5, atol=1e-5)
     ridge = 1e-3
-    coeffs = ppo.fit_linear_baseline(jnp.asarray(feats), jnp.asarray(targets), ridge)
+    coeffs = losses.fit_linear_baseline(jnp.asarray(feats), jnp.asarray(targets), ridge)
     F = feats_ref.shape[1]
     a = np.concatenate([feats_ref, np.sqrt(ridge) * np.eye(F)])
     b = np.concatenate([targets.astype(np.float64), np.zeros(F)])
@@ -134,9 +137,9 @@ def test_running_stats_match_numpy():
     rng = np.random.default_rng(2)
     batches = [rng.normal(loc=3.0, scale=2.0, size=(n, 3)).astype(np.float32)
                for n in (10, 50, 7)]
-    stats = ppo.init_running_stats(3)
+    stats = normalizer.init_running_stats(3)
     for b in batches:
-        stats = ppo.update_running_stats(stats, jnp.asarray(b))
+        stats = normalizer.update_running_stats(stats, jnp.asarray(b))
     allx = np.concatenate(batches)
     np.testing.assert_allclose(stats.mean, allx.mean(0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(stats.var, allx.var(0), rtol=1e-3, atol=1e-3)
@@ -196,7 +199,7 @@ def _two_tasks_first_stopped(c):
     """(fns, scanned chunk fn, TrainState[2] with task 0 early-stopped). The runner's
     cached (init, chunk) pair with the runner test's task count and env: this XLA
     program is compiled once for all the tests that use it."""
-    fns, init_fn, chunk_fn = ppo_runner._compiled(ppo_runner._config_key(c), toy_envs.PointMass())
+    fns, init_fn, chunk_fn = runner._compiled(runner._config_key(c), toy_envs.PointMass())
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     state0 = init_fn(keys, jnp.asarray(toy_envs.toy_task_params(TOY_TASKS3[1:])))
     return fns, chunk_fn, state0.replace(stopped=jnp.array([True, False]))
@@ -222,7 +225,8 @@ _SHARDED_SCRIPT = textwrap.dedent("""
     import sys
     import jax, jax.numpy as jnp, numpy as np
     from tests.helpers import TOY_TASKS3, small_ppo_config
-    from cpd_jax.teachers import ppo, toy_envs
+    from cpd_jax.envs import toy_envs
+    from cpd_jax.rl.ppo import train as ppo
     assert jax.device_count() == 4, jax.devices()
     keys = jax.random.split(jax.random.PRNGKey(7), 3)  # 3 tasks on 4 devices: padded
     goals = jnp.asarray(toy_envs.toy_task_params(TOY_TASKS3))

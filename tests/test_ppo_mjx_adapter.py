@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cpd_jax.teachers import mjx_adapter, ppo, toy_envs
+from cpd_jax.envs import mjx_adapter, toy_envs
+from cpd_jax.rl.ppo import train as ppo
 from tests.helpers import small_ppo_config
 
 

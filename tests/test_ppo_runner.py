@@ -14,8 +14,11 @@ import pytest
 
 from cpd_jax import checkpointing
 from cpd_jax.errors import UserError
-from cpd_jax.teachers import networks, normalizer, ppo, ppo_runner, ppo_teacher, toy_envs
-from tests.helpers import ppo_runner_config, small_ppo_config
+from cpd_jax.envs import toy_envs
+from cpd_jax.rl.ppo import export, networks, normalizer, runner
+from cpd_jax.rl.ppo import train as ppo
+from cpd_jax.teachers import ppo_teacher
+from tests.helpers import runner_config, small_ppo_config
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,12 +32,12 @@ def _params(workdir, task):
 def test_runner_exports_resumes_and_teacher_acts(tmp_path):
     quiet = lambda *a: None
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
-    table = ppo_runner.train_teachers(ppo_runner_config(4), full, log=quiet)
+    table = runner.train_teachers(runner_config(4), full, log=quiet)
     assert "point-mass-east" in table and "point-mass-north" in table
     # "Killed" after the first chunk, then restarted with the full config.
-    ppo_runner.train_teachers(ppo_runner_config(2), part, log=quiet)
+    runner.train_teachers(runner_config(2), part, log=quiet)
     logs = []
-    ppo_runner.train_teachers(ppo_runner_config(4), part, log=logs.append)
+    runner.train_teachers(runner_config(4), part, log=logs.append)
     assert any("resumed at eval period 2" in line for line in logs), logs
     for task in ("point-mass-east", "point-mass-north"):
         t_full, p_full = _params(full, task)
@@ -55,8 +58,8 @@ def test_runner_exports_resumes_and_teacher_acts(tmp_path):
     act = teacher.action_mean(obs)
     assert act.shape == (5, 2) and act.dtype == np.float32
     assert np.all(np.abs(act) <= 1.0)
-    fns = ppo.make_ppo(ppo_runner_config(4).ppo, toy_envs.PointMass())
-    c = ppo_runner_config(4).ppo
+    fns = ppo.make_ppo(runner_config(4).ppo, toy_envs.PointMass())
+    c = runner_config(4).ppo
     mean, _ = fns.policy_apply(
         teacher.params, normalizer.normalize_obs(teacher.obs_stats, jnp.asarray(obs), c.obs_clip))
     np.testing.assert_allclose(act, np.tanh(np.asarray(mean)), rtol=1e-6, atol=1e-6)
@@ -67,19 +70,19 @@ def test_runner_exports_resumes_and_teacher_acts(tmp_path):
     # resumed, ends where the scanned run ends.
     host = str(tmp_path / "host")
     for total_evals in (2, 4):
-        config = ppo_runner_config(total_evals)
+        config = runner_config(total_evals)
         config.teachers.rollout_loop = "host"
-        ppo_runner.train_teachers(config, host, log=quiet)
+        runner.train_teachers(config, host, log=quiet)
     for task in ("point-mass-east", "point-mass-north"):
         for a, b in zip(_params(full, task)[1], _params(host, task)[1]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_unknown_rollout_loop_is_named(tmp_path):
-    config = ppo_runner_config(2)
+    config = runner_config(2)
     config.teachers.rollout_loop = "hots"
     with pytest.raises(ValueError, match="hots"):
-        ppo_runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
+        runner.train_teachers(config, str(tmp_path), log=lambda *a: None)
 
 
 _LOAD_TEACHER_SCRIPT = textwrap.dedent("""
@@ -91,7 +94,7 @@ _LOAD_TEACHER_SCRIPT = textwrap.dedent("""
     teacher = make_teacher(config, "point-mass-east")
     obs = np.linspace(-1.0, 1.0, 3 * teacher.metadata["obs_size"], dtype=np.float32)
     np.save(sys.argv[2], teacher.action_mean(obs.reshape(3, -1)))
-    training = [m for m in ("cpd_jax.teachers.ppo", "cpd_jax.teachers.ppo_runner")
+    training = [m for m in ("cpd_jax.rl.ppo.train", "cpd_jax.rl.ppo.runner")
                 if m in sys.modules]
     print("TRAINING_MODULES", training)
 """)
@@ -107,7 +110,7 @@ def test_teacher_loads_without_the_training_code(tmp_path):
     stats = normalizer.RunningStats(mean=jnp.full((env.observation_size,), 0.5),
                                     var=jnp.full((env.observation_size,), 4.0),
                                     count=jnp.asarray(10.0))
-    ppo_teacher.save_teacher(
+    export.save_teacher(
         str(tmp_path / "teachers" / "point-mass-east"), params, stats,
         {"task": "point-mass-east", "obs_size": env.observation_size,
          "action_size": env.action_size, "ppo_config": c.to_dict()})
@@ -132,11 +135,11 @@ def test_unreadable_training_state_says_what_to_do(tmp_path):
     other = tmp_path / "other"
     checkpointing.RunCheckpointer(other).save(1, {"x": np.ones(2)}, {"format": "not-ppo"})
     with pytest.raises(UserError, match=r"'not-ppo' is not .*delete it"):
-        ppo_runner.restore_state(str(other), like)
+        runner.restore_state(str(other), like)
     old = tmp_path / "old"
-    ppo_runner.save_state(str(old), 2, like, {})
+    runner.save_state(str(old), 2, like, {})
     for f in (old / "2" / checkpointing.METADATA_ITEM).rglob("*"):
         if f.is_file():
             f.unlink()
     with pytest.raises(UserError, match=f"^{old}: .*delete it to train this group"):
-        ppo_runner.restore_state(str(old), like)
+        runner.restore_state(str(old), like)

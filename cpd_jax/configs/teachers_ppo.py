@@ -16,7 +16,7 @@ from cpd_jax.envs.tasks import MT25_TASKS
 
 
 def get_ppo_config() -> ml_collections.ConfigDict:
-    """The `ppo` block read by `cpd_jax.teachers.ppo.make_ppo`."""
+    """The `ppo` block read by `cpd_jax.rl.ppo.train.make_ppo`."""
     c = ml_collections.ConfigDict()
     # --- rollout layout: num_envs x unroll_length = 20,000 steps per update (Table 4).
     c.num_envs = 40  # parallel envs per task; 40 x 500 = whole episodes per rollout

@@ -1,12 +1,12 @@
 """A trained PPO teacher on disk, and loading it for rollout collection.
 
-Layout of one teacher, `<teachers dir>/<task>/` (the runner writes `<workdir>/teachers/`):
-* `policy/`: the policy params and the observation normaliser (`checkpointing.save_tree`);
-* `metadata.json`: task, obs/action sizes, the `ppo` config it was trained with (which
-  rebuilds the network), env steps and success.
+The format of a teacher on disk (`<teachers dir>/<task>/`: `policy/` and
+`metadata.json`) and `save_teacher` are in `cpd_jax.rl.ppo.export`, which the PPO runner
+writes through.
 
-Loading imports only the network, the normaliser and the checkpointer, never the PPO
-training code: collecting data from a teacher needs none of it.
+Loading imports only the network, the normaliser, the format and the checkpointer
+(`cpd_jax.rl.ppo.networks`, `.normalizer`, `.export`), never the PPO training code
+(`cpd_jax.rl.ppo.train`, `.runner`): collecting data from a teacher needs none of it.
 """
 
 import dataclasses
@@ -20,31 +20,9 @@ import ml_collections
 import numpy as np
 
 from cpd_jax import checkpointing
-from cpd_jax.teachers import networks
-from cpd_jax.teachers.normalizer import RunningStats, normalize_obs
-
-TEACHERS_DIR = "teachers"
-POLICY_DIR = "policy"
-METADATA_FILE = "metadata.json"
-
-
-def save_teacher(task_dir: str, policy_params, obs_stats: RunningStats, metadata: dict) -> None:
-    """Writes one teacher: `policy_params` (of `networks.make_policy`), `obs_stats` and
-    `metadata` (JSON; must hold task, obs_size, action_size and ppo_config)."""
-    os.makedirs(task_dir, exist_ok=True)
-    payload = {"policy": policy_params,
-               "obs_stats": {"mean": obs_stats.mean, "var": obs_stats.var,
-                             "count": obs_stats.count}}
-    checkpointing.save_tree(os.path.join(task_dir, POLICY_DIR),
-                            jax.tree_util.tree_map(np.asarray, payload))
-    with open(os.path.join(task_dir, METADATA_FILE), "w") as f:
-        json.dump(metadata, f, indent=1)
-
-
-def teacher_dir(directory: str, task: str) -> str:
-    """`task`'s teacher dir under a runner workdir (`teachers/<task>/`) or a teachers dir."""
-    in_workdir = os.path.join(directory, TEACHERS_DIR, task)
-    return in_workdir if os.path.isdir(in_workdir) else os.path.join(directory, task)
+from cpd_jax.rl.ppo import networks
+from cpd_jax.rl.ppo.export import METADATA_FILE, POLICY_DIR, teacher_dir
+from cpd_jax.rl.ppo.normalizer import RunningStats, normalize_obs
 
 
 @dataclasses.dataclass

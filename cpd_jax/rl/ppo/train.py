@@ -1,4 +1,5 @@
-"""PPO teachers as pure JAX functions (brax / purejaxrl style).
+"""PPO training as pure JAX functions (brax / purejaxrl style): the TrainState, the
+pure pieces `make_ppo` builds, the host-looped chunk, and many tasks vmapped/sharded.
 
 `make_train(config, env)` returns a pure `train(key, task_params=None)`; everything
 inside is `lax.scan`: rollout -> GAE -> epochs x minibatches, grouped into eval
@@ -12,15 +13,14 @@ but its state is frozen by a `jnp.where` over the whole TrainState pytree.
 eval periods in Python around small jitted pieces (`PPOFunctions.pieces`): for MJX on
 a CPU, where XLA needs far more memory to compile an env step nested in scans.
 
-`config` here is the `ppo` ConfigDict of `cpd_jax/configs/teachers_ppo.py`.
-
-Episode ends (the env's `done` or the time limit `episode_length`) are treated as
-terminal in GAE, as garage/rllab do with a time-feature linear baseline (the time
-features make the truncated return predictable). See BUILD_NOTES.md, appendix D.
+`config` here is the `ppo` ConfigDict of `cpd_jax/configs/teachers_ppo.py`; `env` is a
+functional env (`cpd_jax.envs.api.Env`). The math pieces (GAE, the linear baseline, the
+PPO loss) are in `losses`, the networks in `networks`, the observation normaliser in
+`normalizer`; the impure driver of a teachers job (checkpoints, export) is `runner`.
 """
 
-import math
-from typing import Any, NamedTuple, Optional, Protocol
+import functools
+from typing import Any, NamedTuple, Optional
 
 import flax.struct as struct
 import jax
@@ -28,111 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cpd_jax.teachers import networks
-from cpd_jax.teachers.normalizer import (RunningStats, init_running_stats, normalize_obs,
-                                         update_running_stats)
-
-# --------------------------------------------------------------------------- env API
-
-
-@struct.dataclass
-class EnvState:
-    """One env's state (brax/playground style); batch axes are added by vmap.
-
-    obs: float32[D]; reward: float32[]; done: float32[] (1.0 = terminated);
-    info: dict with at least 'success' float32[] (1.0 = task solved at this step);
-    pipeline_state: whatever the env needs internally (physics data, goal, ...).
-    """
-
-    obs: jax.Array
-    reward: jax.Array
-    done: jax.Array
-    info: dict
-    pipeline_state: Any = None
-
-
-class Env(Protocol):
-    """Functional env: pure reset/step on a single (unbatched) env.
-
-    Envs whose dynamics depend on per-task parameters (a goal region, an MJX model
-    variant, ...) also provide `with_task(task_params) -> Env`; `task_params` is a
-    pytree that may be traced, so tasks can be vmapped.
-    """
-
-    observation_size: int
-    action_size: int
-
-    def reset(self, key: jax.Array) -> EnvState: ...
-
-    def step(self, state: EnvState, action: jax.Array) -> EnvState: ...
-
-
-def bind_task(env: Env, task_params: Any) -> Env:
-    """The env specialised to `task_params` (None: the env itself)."""
-    return env if task_params is None else env.with_task(task_params)
-
-
-# ------------------------------------------------------------------------------- GAE
-
-
-def compute_gae(rewards: jax.Array, values: jax.Array, dones: jax.Array,
-                last_value: jax.Array, gamma: float, lam: float
-                ) -> tuple[jax.Array, jax.Array]:
-    """Generalised advantage estimation over a rollout.
-
-    rewards, values, dones: float32[T, B] (dones[t] = 1: the episode ended after step
-    t, so step t does not bootstrap from values[t + 1]); last_value: float32[B], the
-    value of the observation after the last step.
-    Returns (advantages, returns = advantages + values), both float32[T, B].
-    With lam = 1 the returns are the discounted Monte-Carlo returns (bootstrapped
-    with last_value where the rollout cuts an episode).
-    """
-    next_values = jnp.concatenate([values[1:], last_value[None]], axis=0)
-    not_done = 1.0 - dones
-    deltas = rewards + gamma * next_values * not_done - values
-
-    def backward(carry, xs):
-        delta, nd = xs
-        adv = delta + gamma * lam * nd * carry
-        return adv, adv
-
-    _, adv = jax.lax.scan(backward, jnp.zeros_like(last_value), (deltas, not_done),
-                          reverse=True)
-    return adv, adv + values
-
-
-# ------------------------------------------------------------------ linear baseline
-
-
-def linear_baseline_features(obs: jax.Array, t: jax.Array, feature_clip: float,
-                             time_scale: float) -> jax.Array:
-    """garage/rllab LinearFeatureBaseline features.
-
-    obs float32[..., D] (normalised obs), t int32[...] (step within the episode) ->
-    float32[..., 2D + 4]: [o, o^2, t/s, (t/s)^2, (t/s)^3, 1] with o = clip(obs) and
-    s = time_scale."""
-    o = jnp.clip(obs, -feature_clip, feature_clip)
-    tt = (t.astype(jnp.float32) / time_scale)[..., None]
-    return jnp.concatenate([o, o * o, tt, tt**2, tt**3, jnp.ones_like(tt)], axis=-1)
-
-
-def fit_linear_baseline(features: jax.Array, targets: jax.Array,
-                        ridge: float) -> jax.Array:
-    """Ridge least squares: argmin_w |F w - y|^2 + ridge |w|^2.
-
-    features float32[N, F], targets float32[N] -> coefficients float32[F].
-    Solved as an ordinary least squares problem on the augmented system
-    [F; sqrt(ridge) I] w = [y; 0] (SVD-based lstsq), which is better conditioned in
-    float32 than garage's normal equations (F^T F + ridge I) w = F^T y -- the same
-    minimiser."""
-    n_feat = features.shape[-1]
-    a = jnp.concatenate([features, math.sqrt(ridge) * jnp.eye(n_feat, dtype=features.dtype)])
-    b = jnp.concatenate([targets, jnp.zeros((n_feat,), targets.dtype)])
-    coeffs, _, _, _ = jnp.linalg.lstsq(a, b)
-    # garage retries with a larger ridge on NaN; here a non-finite fit keeps zeros
-    # (value 0 = plain returns as advantages) rather than poisoning training.
-    return jnp.where(jnp.all(jnp.isfinite(coeffs)), coeffs, jnp.zeros_like(coeffs))
-
+from cpd_jax.envs.api import Env, EnvState, bind_task
+from cpd_jax.rl.ppo import networks
+from cpd_jax.rl.ppo.losses import (compute_gae, fit_linear_baseline,
+                                   linear_baseline_features, ppo_loss)
+from cpd_jax.rl.ppo.normalizer import (RunningStats, init_running_stats, normalize_obs,
+                                       update_running_stats)
 
 # ---------------------------------------------------------------------- train state
 
@@ -361,24 +262,8 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         return rollout_finish(state, carry, traj, ep)
 
     # ---------------------------------------------------------------------- loss
-    def loss_fn(params, mb):
-        mean, log_std = policy.apply(params["policy"], mb["obs"])
-        log_prob = networks.tanh_gaussian_log_prob(mb["u"], mean, log_std)
-        ratio = jnp.exp(log_prob - mb["log_prob"])
-        adv = mb["adv"]
-        pg_loss = -jnp.mean(jnp.minimum(
-            ratio * adv, jnp.clip(ratio, 1.0 - c.clip_eps, 1.0 + c.clip_eps) * adv))
-        entropy = jnp.mean(networks.gaussian_entropy(log_std))
-        loss = pg_loss - c.entropy_coef * entropy
-        v_loss = jnp.zeros(())
-        if not use_linear:
-            v_loss = 0.5 * jnp.mean((critic.apply(params["critic"], mb["obs"]) - mb["ret"])**2)
-            loss = loss + c.value_coef * v_loss
-        approx_kl = jnp.mean((ratio - 1.0) - jnp.log(ratio))  # k3 estimator, >= 0
-        clip_frac = jnp.mean((jnp.abs(ratio - 1.0) > c.clip_eps).astype(jnp.float32))
-        return loss, {"pg_loss": pg_loss, "v_loss": v_loss, "entropy": entropy,
-                      "approx_kl": approx_kl, "clip_frac": clip_frac,
-                      "std": jnp.mean(jnp.exp(log_std))}
+    loss_fn = functools.partial(ppo_loss, policy=policy,
+                                critic=None if use_linear else critic, config=c)
 
     def sgd_step(carry, mb):
         params, opt_state = carry

@@ -1,4 +1,5 @@
-"""Training driver for PPO teachers (the impure outer loop).
+"""Training driver for PPO teachers (the impure outer loop), and its report (learning
+curves, success table).
 
     python -m cpd_jax.main --config=cpd_jax/configs/teachers_ppo_cpu.py \
         --workdir=/tmp/teachers [--config.teachers.tasks="('point-mass-east',)"]
@@ -15,13 +16,14 @@ batch job per task or group of tasks can share a workdir):
 * on several processes (`parallel.multi_host`, the same command on each) every process
   trains its share of the tasks (`process_tasks`) as a JAX program of its own: teachers
   share no array, so the job never starts `jax.distributed`;
-* output per task under `<workdir>/teachers/<task>/`: the teacher (`ppo_teacher`:
+* output per task under `<workdir>/teachers/<task>/`: the teacher (`export`:
   policy params + obs normaliser, `metadata.json`), `curve.json` and `curve.png`
-  (success and return vs env steps); plus `<workdir>/teachers/success_table.md`
-  (`report`) over all tasks present.
+  (success and return vs env steps, `plot_curve`); plus
+  `<workdir>/teachers/success_table.md` (`write_success_table`, paper Table 3 style)
+  over all tasks present.
 
-Rollout collection loads a teacher with `ppo_teacher.PPOTeacher.load`, which does not
-import this module.
+Rollout collection loads a teacher with `cpd_jax.teachers.ppo_teacher.PPOTeacher.load`,
+which does not import this module.
 """
 
 import functools
@@ -36,12 +38,16 @@ import ml_collections
 import numpy as np
 
 from cpd_jax import checkpointing, live_metrics, parallel, progress
+from cpd_jax.envs import toy_envs
+from cpd_jax.envs.api import Env
 from cpd_jax.errors import UserError
-from cpd_jax.teachers import ppo, ppo_teacher, report, toy_envs
-from cpd_jax.teachers.ppo_teacher import TEACHERS_DIR
+from cpd_jax.rl.ppo import export
+from cpd_jax.rl.ppo import train as ppo
+from cpd_jax.rl.ppo.export import METADATA_FILE, TEACHERS_DIR
 
 STATE_DIR = "ppo_state"
-STATE_FORMAT = "cpd_jax.teachers.ppo_state/v1"
+STATE_FORMAT = "cpd_jax.teachers.ppo_state/v1"  # a stored id, not a module path:
+#                                                kept so existing states resume
 
 
 # ------------------------------------------------------------------------ envs
@@ -55,7 +61,7 @@ def task_key(seed: int, task: str) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), names.index(task))
 
 
-def env_groups(config) -> Iterator[tuple[str, ppo.Env, list[str], Any]]:
+def env_groups(config) -> Iterator[tuple[str, Env, list[str], Any]]:
     """(group name, env, tasks, stacked task_params or None) for config.teachers, built
     one group at a time (an MJX group's reset pool compiles for a minute or more, so
     the first teacher starts training without waiting for every task's pool)."""
@@ -70,7 +76,7 @@ def env_groups(config) -> Iterator[tuple[str, ppo.Env, list[str], Any]]:
         return
     if backend == "mjx":
         from cpd_jax.envs.tasks import validate_tasks
-        from cpd_jax.teachers import mjx_adapter
+        from cpd_jax.envs import mjx_adapter
         validate_tasks(tasks)
         for t in tasks:
             env = mjx_adapter.make_mjx_env(t, config.teachers.variations)
@@ -126,7 +132,7 @@ def _jsonable(x):
 
 def export_teacher(out_dir: str, task: str, config, state_i: ppo.TrainState,
                    curve: dict, obs_size: int, action_size: int) -> None:
-    """Writes one task's teacher (`ppo_teacher.save_teacher`) and its learning curve
+    """Writes one task's teacher (`export.save_teacher`) and its learning curve
     (JSON + PNG). `state_i` is that task's (unbatched) TrainState."""
     success = curve["eval_success"]
     meta = {
@@ -138,10 +144,70 @@ def export_teacher(out_dir: str, task: str, config, state_i: ppo.TrainState,
         "final_eval_success": float(success[-1]) if success else None,
         "best_eval_success": float(max(success)) if success else None,
     }
-    ppo_teacher.save_teacher(out_dir, state_i.params["policy"], state_i.obs_stats, meta)
+    export.save_teacher(out_dir, state_i.params["policy"], state_i.obs_stats, meta)
     with open(os.path.join(out_dir, "curve.json"), "w") as f:
         json.dump(curve, f)
-    report.plot_curve(os.path.join(out_dir, "curve.png"), task, curve)
+    plot_curve(os.path.join(out_dir, "curve.png"), task, curve)
+
+
+# ---------------------------------------------------------------------- report
+# What a PPO teachers job shows: each teacher's learning curve (PNG) and the success
+# table over every teacher in a teachers dir (paper Table 3 style).
+
+
+def plot_curve(path: str, task: str, curve: dict) -> None:
+    """Success and return (eval and train) against env steps, written to `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    steps = np.asarray(curve["env_steps"])
+    axes[0].plot(steps, curve["eval_success"], label="eval (deterministic)")
+    axes[0].plot(steps, curve["train_success"], label="train (stochastic)")
+    axes[0].set_ylabel("success rate")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].legend()
+    axes[1].plot(steps, curve["eval_return"], label="eval")
+    axes[1].plot(steps, curve["train_return"], label="train")
+    axes[1].set_ylabel("episode return")
+    axes[1].legend()
+    for ax in axes:
+        ax.set_xlabel("env steps")
+    fig.suptitle(task)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_success_table(teachers_dir: str) -> str:
+    """`success_table(teachers_dir)`, written to `<teachers_dir>/success_table.md` (whole,
+    atomically) and returned."""
+    text = success_table(teachers_dir)
+    path = os.path.join(teachers_dir, "success_table.md")
+    with open(f"{path}.{os.getpid()}.tmp", "w") as f:  # jobs sharing the dir may race:
+        f.write(text)  # each replaces the file whole, never half-written
+    os.replace(f"{path}.{os.getpid()}.tmp", path)
+    return text
+
+
+def success_table(teachers_dir: str) -> str:
+    """Markdown table (paper Table 3 style) over every exported teacher in the dir."""
+    rows = []
+    for task in sorted(os.listdir(teachers_dir)):
+        meta_path = os.path.join(teachers_dir, task, METADATA_FILE)
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                rows.append(json.load(f))
+    lines = ["| task | final success | best success | env steps | early-stopped |",
+             "| --- | --- | --- | --- | --- |"]
+    for m in rows:
+        lines.append(f"| {m['task']} | {m['final_eval_success']:.3f} | "
+                     f"{m['best_eval_success']:.3f} | {m['env_steps']:,} | "
+                     f"{'yes' if m['early_stopped'] else 'no'} |")
+    if rows:
+        mean = np.mean([m["final_eval_success"] for m in rows])
+        lines.append(f"| **mean** | **{mean:.3f}** | | | |")
+    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------- driver
@@ -171,7 +237,7 @@ def _rollout_loop(config) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(config_key: str, env: ppo.Env, rollout_loop: str = "scan"):
+def _compiled(config_key: str, env: Env, rollout_loop: str = "scan"):
     """(fns, init(keys[N], task_params[N]), chunk(state[N], k, progress=None)) jitted
     and vmapped, cached per process so repeated groups / resumed runs compile once.
     rollout_loop: "scan" = the chunk is one XLA program; "host" =
@@ -214,7 +280,7 @@ def state_dir_name(group: str, tasks: Sequence[str]) -> str:
     return group if list(tasks) == [group] else f"{group}.{'+'.join(tasks)}"
 
 
-def train_group(config, workdir: str, name: str, env: ppo.Env, tasks: Sequence[str],
+def train_group(config, workdir: str, name: str, env: Env, tasks: Sequence[str],
                 task_params: Any, log=print, writer=None) -> dict:
     """Trains one env group (vmapped over its tasks), checkpointing per chunk; exports
     the teachers. Returns {task: curve}.
@@ -307,4 +373,4 @@ def train_teachers(config, workdir: str, log=print) -> str:
         for name, env, tasks, task_params in env_groups(config):
             train_group(config, workdir, name, env, tasks, task_params, log=log,
                         writer=writer)
-    return report.write_success_table(os.path.join(workdir, TEACHERS_DIR))
+    return write_success_table(os.path.join(workdir, TEACHERS_DIR))

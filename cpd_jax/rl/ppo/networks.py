@@ -1,4 +1,6 @@
-"""Teacher networks and the tanh-squashed Gaussian policy distribution.
+"""PPO teacher networks (policy, MLP critic) and the tanh-squashed Gaussian policy
+distribution. `make_policy` is the one policy network training builds and a loaded
+teacher (`cpd_jax.teachers.ppo_teacher`) applies.
 
 Networks are flax modules used as `(init, apply)` pairs (brax style). The policy
 outputs a pre-tanh Gaussian (mean from one MLP, log-std from a separate MLP "head",
