@@ -1,5 +1,5 @@
 """Environments: one API (`api.BatchedEnv`), several backends chosen by name; and the
-functional env protocol PPO trains on (`api.Env`, `api.EnvState`, `api.bind_task`),
+functional env protocol PPO trains on (`functional`: `Env`, `EnvState`, `bind_task`),
 with its envs `toy_envs` (a point mass) and `mjx_adapter` (the MJX port)."""
 
 from typing import Callable, Sequence

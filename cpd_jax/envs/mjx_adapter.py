@@ -1,5 +1,5 @@
 """Adapter: the MJX Meta-World port (`cpd_jax.envs.mjx`) as a functional env for PPO
-(`cpd_jax.envs.api.Env`).
+(`cpd_jax.envs.functional.Env`).
 
 The port's `SawyerEnv(task)` exposes pure `reset(key, rand_vec) -> State`,
 `reset_random(key) -> State` and `step(State, action) -> State`; its State has
@@ -33,7 +33,7 @@ VARIATION_MODES = ("mt50", "random")
 
 @dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity (holds arrays):
 class MjxTaskEnv:  # the runner caches compiled functions per env object
-    """`cpd_jax.envs.api.Env` over one MJX Meta-World task.
+    """`cpd_jax.envs.functional.Env` over one MJX Meta-World task.
 
     variations: "mt50" draws each episode's variation uniformly from the task's 50
     MT50(seed=0) rand_vecs (the training goals rollout collection uses; the held-out

@@ -1,5 +1,5 @@
 """A tiny analytic JAX env for tests and CPU smoke runs: a 2-D point mass reaching a goal
-(a functional `cpd_jax.envs.api.Env`; the PPO runner's "point_mass" backend).
+(a functional `cpd_jax.envs.functional.Env`; the PPO runner's "point_mass" backend).
 
 obs float32[4] = [position xy, goal - position xy]; action float32[2] in [-1, 1]
 moves the point by `max_speed * action`; reward = -|goal - position| (dense, like
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cpd_jax.envs.api import EnvState
+from cpd_jax.envs.functional import EnvState
 
 
 @dataclasses.dataclass(frozen=True)

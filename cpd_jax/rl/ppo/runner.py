@@ -39,7 +39,7 @@ import numpy as np
 
 from cpd_jax import checkpointing, live_metrics, parallel, progress
 from cpd_jax.envs import toy_envs
-from cpd_jax.envs.api import Env
+from cpd_jax.envs.functional import Env
 from cpd_jax.errors import UserError
 from cpd_jax.rl.ppo import export
 from cpd_jax.rl.ppo import train as ppo

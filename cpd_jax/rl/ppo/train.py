@@ -14,7 +14,7 @@ eval periods in Python around small jitted pieces (`PPOFunctions.pieces`): for M
 a CPU, where XLA needs far more memory to compile an env step nested in scans.
 
 `config` here is the `ppo` ConfigDict of `cpd_jax/configs/teachers_ppo.py`; `env` is a
-functional env (`cpd_jax.envs.api.Env`). The math pieces (GAE, the linear baseline, the
+functional env (`cpd_jax.envs.functional.Env`). The math pieces (GAE, the linear baseline, the
 PPO loss) are in `losses`, the networks in `networks`, the observation normaliser in
 `normalizer`; the impure driver of a teachers job (checkpoints, export) is `runner`.
 """
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cpd_jax.envs.api import Env, EnvState, bind_task
+from cpd_jax.envs.functional import Env, EnvState, bind_task
 from cpd_jax.rl.ppo import networks
 from cpd_jax.rl.ppo.losses import (compute_gae, fit_linear_baseline,
                                    linear_baseline_features, ppo_loss)
