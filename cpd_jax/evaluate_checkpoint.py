@@ -78,6 +78,9 @@ def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     out = {"checkpoint": str(checkpoint_dir), "stages_done": meta["stages_done"],
            "num_experts": meta["num_experts"], "per_task": per_task,
            "evaluation": protocol.describe(saved_config)}
+    from cpd_jax import parallel
+    if not parallel.is_main_process():  # every process evaluated its share; one writes
+        return out
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "eval_results.json").write_text(json.dumps(out, indent=2))

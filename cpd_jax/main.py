@@ -70,7 +70,7 @@ def run(config):
     else:
         raise app.UsageError(f"unknown protocol {config.protocol!r}; use joint, stages or "
                              "teachers")
-    if want_video:
+    if want_video and parallel.is_main_process():  # one process renders, as it writes
         video.render_checkpoint_videos(config, checkpoints,
                                        os.path.join(_WORKDIR.value, "videos"), _EVAL_TASKS.value)
 
