@@ -56,42 +56,43 @@ def main(argv):
             evaluation = r["evaluation"]
             finals.append((100 * r["summary"][-1]["Acc"], 100 * r["summary"][-1]["BWT"]))
         acc, bwt = np.array(finals).T
-        std = lambda v: float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        std = report.sample_std  # NaN for one seed: no spread measured
         rows[name] = {"selector": selector, "fraction": fraction, "final_acc": acc.tolist(),
                       "final_bwt": bwt.tolist(), "acc_mean": float(acc.mean()),
                       "acc_std": std(acc), "bwt_mean": float(bwt.mean()), "bwt_std": std(bwt)}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"evaluation": evaluation,
-                                                    "seeds": _SEEDS.value, "runs": rows},
-                                                   indent=2))
+    out.with_suffix(".json").write_text(json.dumps(report.nan_to_none(
+        {"evaluation": evaluation, "seeds": _SEEDS.value, "runs": rows}), indent=2))
+    cell = lambda mean, std: report.mean_std(mean / report.PERCENT, std / report.PERCENT)
     lines = ["| selector | replay fraction | final Acc (%) | final BWT (%) |",
              "| --- | --- | --- | --- |"]
-    lines += [f"| {r['selector']} | {r['fraction']:g} | {r['acc_mean']:.1f} ± {r['acc_std']:.1f} "
-              f"| {r['bwt_mean']:.1f} ± {r['bwt_std']:.1f} |" for r in rows.values()]
-    lines += ["", f"Method ours, seeds {', '.join(_SEEDS.value)}; mean ± sample std over seeds. "
+    lines += [f"| {r['selector']} | {r['fraction']:g} | {cell(r['acc_mean'], r['acc_std'])} "
+              f"| {cell(r['bwt_mean'], r['bwt_std'])} |" for r in rows.values()]
+    lines += ["", f"Method ours, seeds {', '.join(_SEEDS.value)}; mean ± sample std over seeds "
+              "(one seed: its value alone, no spread measured). "
               + report.evaluation_note(evaluation)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     sel = [r for r in rows.values() if r["fraction"] == _FRACTION.value]
     ax1.bar([r["selector"] for r in sel], [r["acc_mean"] for r in sel],
-            yerr=[r["acc_std"] for r in sel], capsize=3)
+            yerr=np.nan_to_num([r["acc_std"] for r in sel]), capsize=3)
     ax1.set_ylabel("final Acc (%)")
     ax1.set_title(f"replay selection ({_FRACTION.value:.0%} budget)")
     dpp = sorted((r for r in rows.values() if r["selector"] == "dpp"),
                  key=lambda r: r["fraction"])
     ax2.errorbar([100 * r["fraction"] for r in dpp], [r["acc_mean"] for r in dpp],
-                 yerr=[r["acc_std"] for r in dpp], marker="o", capsize=3, label="Acc")
+                 yerr=np.nan_to_num([r["acc_std"] for r in dpp]), marker="o", capsize=3,
+                 label="Acc")
     ax2.errorbar([100 * r["fraction"] for r in dpp], [r["bwt_mean"] for r in dpp],
-                 yerr=[r["bwt_std"] for r in dpp], marker="s", capsize=3, label="BWT")
+                 yerr=np.nan_to_num([r["bwt_std"] for r in dpp]), marker="s", capsize=3,
+                 label="BWT")
     ax2.set_xlabel("replay budget (% of a stage's trajectories)")
     ax2.set_ylabel("%")
     ax2.axhline(0, color="gray", lw=0.8)
     ax2.legend(fontsize=8)
     ax2.set_title("DPP replay size")
-    fig.tight_layout()
-    fig.savefig(out.with_suffix(".png"), dpi=120)
-    plt.close(fig)
+    report.save_figure(fig, out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

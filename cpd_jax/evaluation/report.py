@@ -22,12 +22,12 @@ HEATMAP_CELL_INCHES = 0.45  # figure size per matrix cell; keeps task labels rea
 PLOT_DPI = 120
 
 
-def _nan_to_none(x):
+def nan_to_none(x):
     """JSON has no NaN: missing values become null."""
     if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
+        return {k: nan_to_none(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_nan_to_none(v) for v in x]
+        return [nan_to_none(v) for v in x]
     if isinstance(x, (float, np.floating)):
         return None if not math.isfinite(float(x)) else float(x)
     if isinstance(x, np.integer):
@@ -67,7 +67,7 @@ def write_accuracy_matrix(directory, R, tasks: Sequence[str], stage_of_task,
     summary = metrics.summarize(R, sot)
     paths = {k: directory / f"{name}.{k}" for k in ("json", "md", "png")}
 
-    paths["json"].write_text(json.dumps(_nan_to_none({
+    paths["json"].write_text(json.dumps(nan_to_none({
         "tasks": list(tasks), "stage_of_task": sot.tolist(), "R": R.tolist(),
         "summary": summary, "continual_world": metrics.continual_world(R, sot),
         "evaluation": evaluation}), indent=2))
@@ -312,7 +312,7 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
         evaluation = next((rs[0].get("evaluation") for rs in runs.values() if rs), None)
     num_stages = max(len(e["per_stage"]) for e in entries)
     paths = {k: directory / f"{name}.{k}" for k in ("json", "md", "png")}
-    paths["json"].write_text(json.dumps(_nan_to_none(
+    paths["json"].write_text(json.dumps(nan_to_none(
         {"evaluation": evaluation, "methods": entries,
          "paper_final": {e["method"]: paper_final.get(e["method"]) for e in entries},
          "commands": dict(commands or {}),
