@@ -4,7 +4,10 @@ Everything here is pure and runs inside `jit`. Meta-World truncates every episod
 exactly 500 steps, so envs that were reset together are truncated together; the
 auto-reset is therefore a batch-level `lax.cond(any(done), ...)` (the reset, one
 `mjx.forward` per env, only runs on the steps where some env finished) followed by a
-per-env select, instead of computing a reset for every env on every step.
+per-env select, instead of computing a reset for every env on every step. That
+cond + select is `cpd_jax.envs.functional.auto_reset`, shared with PPO's rollout; what
+stays here is what a restart means for this wrapper (fresh rng, the episode statistics
+kept, this step's reward/done/truncated kept).
 
 The reset program still has to be compiled into the step, which lengthens its XLA
 compile (BUILD_NOTES has the measurement). Passing a start-state pool (`step(..., reset_pool=...)`)
@@ -14,6 +17,7 @@ turns the restart into a gather and leaves it out of the compiled program.
 import jax
 import jax.numpy as jnp
 
+from cpd_jax.envs import functional
 from cpd_jax.envs.mjx.sawyer import SawyerEnv, State
 
 # info keys the wrapper maintains (all float32[B] / int32[B]):
@@ -76,17 +80,14 @@ class BatchedEnv:
         if not self.auto_reset:
             return nxt
 
-        def do_reset(s: State) -> State:
+        def fresh_states(s: State) -> State:
             keys = jax.vmap(lambda k: jax.random.split(k, 2))(s.rng)
             fresh = self._fresh_states(keys[:, 0], reset_pool)
             fresh = fresh.replace(rng=keys[:, 1], info={**s.info, **fresh.info})
             # keep this step's reward/done/truncated so the learner sees the truncation
-            fresh = fresh.replace(reward=s.reward, done=s.done, truncated=s.truncated)
-            pick = lambda a, b: jnp.where(
-                s.done.reshape(s.done.shape + (1,) * (a.ndim - 1)), a, b)
-            return jax.tree_util.tree_map(pick, fresh, s)
+            return fresh.replace(reward=s.reward, done=s.done, truncated=s.truncated)
 
-        return jax.lax.cond(jnp.any(done), do_reset, lambda s: s, nxt)
+        return functional.auto_reset(done, nxt, fresh_states)
 
     def _fresh_states(self, keys: jax.Array, reset_pool: State | None) -> State:
         """Batched start states [B], one per key: new variations, or pool entries."""

@@ -9,9 +9,13 @@ periods after which a task early-stops once its deterministic success reaches
 `jax.sharding` (`shard_tasks`). A task that has stopped keeps computing under vmap
 but its state is frozen by a `jnp.where` over the whole TrainState pytree.
 
-`make_host_chunk` computes the same chunk with the loops over env steps, updates and
-eval periods in Python around small jitted pieces (`PPOFunctions.pieces`): for MJX on
-a CPU, where XLA needs far more memory to compile an env step nested in scans.
+What happens in a chunk (rollout -> update, masked once a task has stopped, then the
+eval and the stop decision, per eval period) is written once, in `Loops`, over the pure
+pieces (`ChunkPieces`) and a `scan`. It has two drivers: `make_ppo`'s `train_chunk`
+runs it with `jax.lax.scan` on the unbatched pieces (one XLA program; vmap it over
+tasks), `make_host_chunk` with `host_scan` (a Python loop) on jitted, task-vmapped
+pieces: for MJX on a CPU, where XLA needs far more memory to compile an env step nested
+in scans.
 
 `config` here is the `ppo` ConfigDict of `cpd_jax/configs/teachers_ppo.py`; `env` is a
 functional env (`cpd_jax.envs.functional.Env`). The math pieces (GAE, the linear baseline, the
@@ -20,7 +24,7 @@ PPO loss) are in `losses`, the networks in `networks`, the observation normalise
 """
 
 import functools
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.struct as struct
 import jax
@@ -28,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cpd_jax.envs.functional import Env, EnvState, bind_task
+from cpd_jax.envs.functional import Env, EnvState, auto_reset, bind_task, tree_where
 from cpd_jax.rl.ppo import networks
 from cpd_jax.rl.ppo.losses import (compute_gae, fit_linear_baseline,
                                    linear_baseline_features, ppo_loss)
@@ -84,30 +88,124 @@ class Transition:
 
 
 class ChunkPieces(NamedTuple):
-    """`train_chunk` taken apart at its env steps, for `make_host_chunk`. All pure and
-    unbatched (one task), like `PPOFunctions`; `carry` is the rollout's or the
-    evaluation's loop state.
+    """`train_chunk` taken apart at its env steps: what `Loops` composes. All pure and
+    unbatched (one task), like `PPOFunctions` (`make_host_chunk` jits and vmaps each
+    over tasks); `carry` is the rollout's or the evaluation's loop state.
 
-    rollout_carry(state) -> carry; rollout_step(state, carry, key) -> (carry, out);
+    rollout_carry(state) -> carry; rollout_keys(key) -> keys[T];
+    rollout_step(state, carry, key) -> (carry, out);
     rollout_finish(state, carry, traj[T], ep[T]) -> (state, traj, stats);
     update_keys(state) -> (key, k_roll, k_sgd); learn(state, key, k_sgd, traj, stats)
     -> (state, metrics); masked(old, new) -> new unless old has early-stopped;
+    mean_updates(metrics[U]) -> metrics (mean over a period's updates);
     eval_key(state) -> key; eval_start(state, key) -> carry;
     eval_step(state, carry) -> carry; eval_finish(carry) -> metrics;
     end_period(state, was_stopped, metrics, eval_metrics) -> (state, metrics).
     """
 
     rollout_carry: Any
+    rollout_keys: Any
     rollout_step: Any
     rollout_finish: Any
     update_keys: Any
     learn: Any
     masked: Any
+    mean_updates: Any
     eval_key: Any
     eval_start: Any
     eval_step: Any
     eval_finish: Any
     end_period: Any
+
+
+class Loops(NamedTuple):
+    """The training orchestration, written once: `ChunkPieces` composed into an update,
+    an evaluation, an eval period and a chunk of periods, with every loop (env steps of
+    a rollout or an eval, updates of a period, periods of a chunk) run by `scan`.
+
+    Two drivers: `Loops(pieces, jax.lax.scan, ...)` on the unbatched pieces is
+    `make_ppo`'s `update`/`evaluate`/`train_chunk`; `Loops(task-vmapped jitted pieces,
+    host_scan, ...)` is `make_host_chunk` (and `scan_once` its warmup).
+    scan: `scan(f, carry, xs=None, length=None) -> (carry, ys)` with `jax.lax.scan`'s
+    contract (xs and ys stacked on the loop axis).
+    """
+
+    pieces: ChunkPieces
+    scan: Callable
+    updates_per_eval: int
+    episode_length: int
+
+    def update(self, state: TrainState) -> tuple[TrainState, dict]:
+        """One rollout + PPO update (not masked)."""
+        p = self.pieces
+        key, k_roll, k_sgd = p.update_keys(state)
+        carry, (traj, ep) = self.scan(lambda cr, k: p.rollout_step(state, cr, k),
+                                      p.rollout_carry(state), p.rollout_keys(k_roll))
+        state, traj, stats = p.rollout_finish(state, carry, traj, ep)
+        return p.learn(state, key, k_sgd, traj, stats)
+
+    def evaluate(self, state: TrainState, key) -> dict:
+        p = self.pieces
+        carry, _ = self.scan(lambda cr, _: (p.eval_step(state, cr), None),
+                             p.eval_start(state, key), None, length=self.episode_length)
+        return p.eval_finish(carry)
+
+    def period(self, state: TrainState, progress=None) -> tuple[TrainState, dict]:
+        """One eval period: `updates_per_eval` masked updates, then the evaluation and
+        the early-stop decision. progress: optional `progress(str)` after every update
+        and evaluation (host drivers only: it reads the values)."""
+        p = self.pieces
+        was_stopped = state.stopped
+
+        def masked_update(state, _):
+            new_state, m = self.update(state)
+            # An early-stopped task keeps its state bit for bit (its compute is wasted
+            # under vmap, but the other tasks go on).
+            state = p.masked(state, new_state)
+            if progress:
+                progress(f"update done: env steps {np.asarray(state.env_steps).tolist()}, "
+                         f"train success {np.round(np.asarray(m['train_success']), 2).tolist()}")
+            return state, m
+
+        state, m = self.scan(masked_update, state, None, length=self.updates_per_eval)
+        m = p.mean_updates(m)
+        state, m = p.end_period(state, was_stopped, m,
+                                self.evaluate(state, p.eval_key(state)))
+        if progress:
+            progress(f"eval success {np.round(np.asarray(m['eval_success']), 2).tolist()}")
+        return state, m
+
+    def chunk(self, state: TrainState, n_evals: int, progress=None):
+        """n_evals eval periods -> (state, metrics stacked over the periods)."""
+        return self.scan(lambda st, _: self.period(st, progress), state, None,
+                         length=n_evals)
+
+
+def _stack(ys: list, axis: int) -> Any:
+    return jax.tree_util.tree_map(lambda *y: jnp.stack(y, axis), *ys)
+
+
+def _loop_length(xs, length) -> int:
+    return length if xs is None else jax.tree_util.tree_leaves(xs)[0].shape[1]
+
+
+def host_scan(f, carry, xs=None, length=None):
+    """`jax.lax.scan` as a Python loop over task-batched values: the loop axis of `xs`
+    and of the stacked outputs is axis 1 (axis 0 is the task axis)."""
+    ys = []
+    for i in range(_loop_length(xs, length)):
+        carry, y = f(carry, None if xs is None else
+                     jax.tree_util.tree_map(lambda x: x[:, i], xs))
+        ys.append(y)
+    return carry, _stack(ys, 1)
+
+
+def scan_once(f, carry, xs=None, length=None):
+    """`host_scan` that runs `f` once and repeats its output `length` times: every piece
+    is called (so compiled) with the shapes of a real run, at the cost of one step."""
+    x = None if xs is None else jax.tree_util.tree_map(lambda x: x[:, 0], xs)
+    carry, y = f(carry, x)
+    return carry, _stack([y] * _loop_length(xs, length), 1)
 
 
 class PPOFunctions(NamedTuple):
@@ -120,7 +218,8 @@ class PPOFunctions(NamedTuple):
         masked updates and early stop (num_evals is static)
     train(key, task_params=None) -> (state, metrics[num_evals_total])
     policy_apply(policy_params, obs_normalised) -> (mean, log_std)
-    pieces: ChunkPieces, the parts `make_host_chunk` loops over on the host
+    pieces: ChunkPieces, the parts `Loops` composes (`make_host_chunk` jits and
+        vmaps each over tasks)
     """
 
     init: Any
@@ -140,14 +239,6 @@ def schedule(config) -> tuple[int, int, int]:
     updates_per_eval = max(1, int(config.eval_every_steps) // rollout_steps)
     num_evals = max(1, int(config.total_env_steps) // (updates_per_eval * rollout_steps))
     return rollout_steps, updates_per_eval, num_evals
-
-
-def _tree_where(cond: jax.Array, a: Any, b: Any) -> Any:
-    """Leafwise where(cond, a, b); cond broadcasts against each leaf's leading axes."""
-    def sel(x, y):
-        c = jnp.reshape(cond, cond.shape + (1,) * (x.ndim - cond.ndim))
-        return jnp.where(c, x, y)
-    return jax.tree_util.tree_map(sel, a, b)
 
 
 def make_ppo(config, env: Env) -> PPOFunctions:
@@ -205,13 +296,16 @@ def make_ppo(config, env: Env) -> PPOFunctions:
             eval_success=jnp.zeros((), jnp.float32))
 
     # ------------------------------------------------------------------- rollout
-    # A rollout is `rollout_step` scanned `unroll_length` times between
-    # `rollout_carry` and `rollout_finish`; the pieces are separate so a host loop can
+    # A rollout is `rollout_step` scanned over `rollout_keys` between `rollout_carry`
+    # and `rollout_finish` (`Loops.update`); the pieces are separate so a host loop can
     # call a jitted `rollout_step` instead of the scan (`make_host_chunk`).
     def rollout_carry(state: TrainState):
         """(env_state, episode_t, episode_return, episode_success) of the state."""
         return (state.env_state, state.episode_t, state.episode_return,
                 state.episode_success)
+
+    def rollout_keys(key):
+        return jax.random.split(key, c.unroll_length)
 
     def rollout_step(state: TrainState, carry, k):
         """One env step of every env under the stochastic policy (with auto-reset).
@@ -230,10 +324,9 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         ep_ret1 = ep_ret + nxt.reward
         ep_succ1 = jnp.maximum(ep_succ, success)
         # Reset only when some env finished (cheap when episodes align with
-        # rollouts; under a task vmap the cond becomes a select).
-        reset_states = jax.lax.cond(jnp.any(done), lambda: reset_batch(bound_env, k_reset),
-                                    lambda: nxt)
-        env_state1 = _tree_where(done, reset_states, nxt)
+        # rollouts; under a task vmap the cond becomes a select). The episode
+        # statistics (t, return, success) live in the carry, not in the env state.
+        env_state1 = auto_reset(done, nxt, lambda _: reset_batch(bound_env, k_reset))
         donef = done.astype(jnp.float32)
         carry1 = (env_state1, jnp.where(done, 0, t1), ep_ret1 * (1.0 - donef),
                   ep_succ1 * (1.0 - donef))
@@ -255,12 +348,6 @@ def make_ppo(config, env: Env) -> PPOFunctions:
                               episode_success=ep_succ)
         return state, traj, stats
 
-    def rollout(state: TrainState, key) -> tuple[TrainState, Transition, dict]:
-        carry, (traj, ep) = jax.lax.scan(lambda cr, k: rollout_step(state, cr, k),
-                                         rollout_carry(state),
-                                         jax.random.split(key, c.unroll_length))
-        return rollout_finish(state, carry, traj, ep)
-
     # ---------------------------------------------------------------------- loss
     loss_fn = functools.partial(ppo_loss, policy=policy,
                                 critic=None if use_linear else critic, config=c)
@@ -276,12 +363,6 @@ def make_ppo(config, env: Env) -> PPOFunctions:
     def update_keys(state: TrainState):
         """(next state key, rollout key, SGD key)."""
         return tuple(jax.random.split(state.key, 3))
-
-    def update(state: TrainState) -> tuple[TrainState, dict]:
-        """One rollout + PPO update."""
-        key, k_roll, k_sgd = update_keys(state)
-        state, traj, roll_stats = rollout(state, k_roll)
-        return learn(state, key, k_sgd, traj, roll_stats)
 
     def learn(state: TrainState, key, k_sgd, traj: Transition, roll_stats: dict
               ) -> tuple[TrainState, dict]:
@@ -354,26 +435,15 @@ def make_ppo(config, env: Env) -> PPOFunctions:
         _, _, ret, succ = carry
         return {"eval_success": jnp.mean(succ), "eval_return": jnp.mean(ret)}
 
-    def evaluate(state: TrainState, key) -> dict:
-        carry, _ = jax.lax.scan(lambda cr, _: (eval_step(state, cr), None),
-                                eval_start(state, key), None, length=c.episode_length)
-        return eval_finish(carry)
+    # ------------------------------------------------------------- eval periods
+    def masked(old: TrainState, new: TrainState) -> TrainState:
+        return tree_where(old.stopped, old, new)
 
-    # --------------------------------------------------------------- train loops
-    def masked_update(state: TrainState, _):
-        new_state, metrics = update(state)
-        # An early-stopped task keeps its state bit for bit (its compute is wasted
-        # under vmap, but the other tasks go on).
-        return _tree_where(state.stopped, state, new_state), metrics
+    def mean_updates(m: dict) -> dict:
+        return jax.tree_util.tree_map(jnp.mean, m)
 
     def eval_key(state: TrainState):
         return jax.random.fold_in(state.key, state.num_updates)
-
-    def eval_period(state: TrainState, _):
-        was_stopped = state.stopped
-        state, m = jax.lax.scan(masked_update, state, None, length=updates_per_eval)
-        m = jax.tree_util.tree_map(jnp.mean, m)
-        return end_period(state, was_stopped, m, evaluate(state, eval_key(state)))
 
     def end_period(state: TrainState, was_stopped, m: dict, ev: dict):
         """Early stop on the eval success; (state, the period's metrics)."""
@@ -386,19 +456,22 @@ def make_ppo(config, env: Env) -> PPOFunctions:
                   "stopped": stopped})
         return state, m
 
+    # --------------------------------------------------------------- train loops
+    pieces = ChunkPieces(
+        rollout_carry=rollout_carry, rollout_keys=rollout_keys, rollout_step=rollout_step,
+        rollout_finish=rollout_finish, update_keys=update_keys, learn=learn,
+        masked=masked, mean_updates=mean_updates, eval_key=eval_key,
+        eval_start=eval_start, eval_step=eval_step, eval_finish=eval_finish,
+        end_period=end_period)
+    loops = Loops(pieces, jax.lax.scan, updates_per_eval, c.episode_length)
+
     def train_chunk(state: TrainState, n_evals: int):
-        return jax.lax.scan(eval_period, state, None, length=n_evals)
+        return loops.chunk(state, n_evals)
 
     def train(key, task_params=None):
         return train_chunk(init(key, task_params), num_evals)
 
-    pieces = ChunkPieces(
-        rollout_carry=rollout_carry, rollout_step=rollout_step,
-        rollout_finish=rollout_finish, update_keys=update_keys, learn=learn,
-        masked=lambda old, new: _tree_where(old.stopped, old, new), eval_key=eval_key,
-        eval_start=eval_start, eval_step=eval_step, eval_finish=eval_finish,
-        end_period=end_period)
-    return PPOFunctions(init=init, update=update, evaluate=evaluate,
+    return PPOFunctions(init=init, update=loops.update, evaluate=loops.evaluate,
                         train_chunk=train_chunk, train=train, policy_apply=policy.apply,
                         pieces=pieces,
                         num_evals=num_evals, updates_per_eval=updates_per_eval)
@@ -422,69 +495,16 @@ def make_host_chunk(fns: PPOFunctions, config):
     `host_chunk.warmup(state)` compiles every piece without training.
     """
     c = config
-    p = fns.pieces
-    vmap_jit = lambda f, **kw: jax.jit(jax.vmap(f, **kw))
-    rollout_carry = vmap_jit(p.rollout_carry)
-    rollout_step = vmap_jit(p.rollout_step)
-    rollout_finish = vmap_jit(p.rollout_finish)
-    update_keys = vmap_jit(p.update_keys)
-    split_roll = vmap_jit(lambda k: jax.random.split(k, c.unroll_length))
-    learn = vmap_jit(p.learn)
-    masked = vmap_jit(p.masked)
-    eval_key = vmap_jit(p.eval_key)
-    eval_start = vmap_jit(p.eval_start)
-    eval_step = vmap_jit(p.eval_step)
-    eval_finish = vmap_jit(p.eval_finish)
-    end_period = vmap_jit(p.end_period)
-    stack = lambda xs, axis: jax.tree_util.tree_map(lambda *x: jnp.stack(x, axis), *xs)
-    mean_over_updates = jax.jit(lambda ms: jax.tree_util.tree_map(
-        lambda x: jnp.mean(x, axis=1), ms))
-
-    def update(state):
-        key, k_roll, k_sgd = update_keys(state)
-        keys = split_roll(k_roll)                                   # [N, T, 2]
-        carry, outs = rollout_carry(state), []
-        for i in range(c.unroll_length):
-            carry, out = rollout_step(state, carry, keys[:, i])
-            outs.append(out)
-        traj, ep = stack(outs, 1)                                   # [N, T, B, ...]
-        state, traj, stats = rollout_finish(state, carry, traj, ep)
-        return learn(state, key, k_sgd, traj, stats)
+    pieces = ChunkPieces(*(jax.jit(jax.vmap(f)) for f in fns.pieces))
+    loops = Loops(pieces, host_scan, fns.updates_per_eval, c.episode_length)
 
     def host_chunk(state, n_evals: int, progress=None):
-        period_metrics = []
-        for _ in range(n_evals):
-            was_stopped = state.stopped
-            ms = []
-            for _ in range(fns.updates_per_eval):
-                new_state, m = update(state)
-                state = masked(state, new_state)
-                ms.append(m)
-                if progress:
-                    progress(f"update done: env steps {np.asarray(state.env_steps).tolist()}, "
-                             f"train success {np.round(np.asarray(m['train_success']), 2).tolist()}")
-            m = mean_over_updates(stack(ms, 1))
-            carry = eval_start(state, eval_key(state))
-            for _ in range(c.episode_length):
-                carry = eval_step(state, carry)
-            state, m = end_period(state, was_stopped, m, eval_finish(carry))
-            period_metrics.append(m)
-            if progress:
-                progress(f"eval success {np.round(np.asarray(m['eval_success']), 2).tolist()}")
-        return state, stack(period_metrics, 1)
+        return loops.chunk(state, n_evals, progress)
 
     def warmup(state) -> None:
         """Compiles every piece by running each once on `state` (results dropped), so
         a caller can time compilation apart from training."""
-        key, k_roll, k_sgd = update_keys(state)
-        carry, out = rollout_step(state, rollout_carry(state), split_roll(k_roll)[:, 0])
-        traj, ep = stack([out] * c.unroll_length, 1)
-        rolled, traj, stats = rollout_finish(state, carry, traj, ep)
-        new_state, m = learn(rolled, key, k_sgd, traj, stats)
-        masked(state, new_state)
-        m = mean_over_updates(stack([m] * fns.updates_per_eval, 1))
-        carry = eval_step(state, eval_start(state, eval_key(state)))
-        jax.block_until_ready(end_period(state, state.stopped, m, eval_finish(carry)))
+        jax.block_until_ready(loops._replace(scan=scan_once).period(state))
 
     host_chunk.warmup = warmup
     return host_chunk
