@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cpd_jax import checkpointing, config_checks, distillation, live_metrics, progress
+from cpd_jax import (checkpointing, config_checks, distillation, live_metrics, parallel,
+                     progress)
 from cpd_jax.data import rollouts
 from cpd_jax.envs import make_env, validate_tasks
 from cpd_jax.envs import variations as variations_lib
@@ -97,8 +98,6 @@ def collect_or_load_all(config, tasks, directory: pathlib.Path,
     each process saw on disk, so no task is written by two processes. Collection is
     seeded per task and episode: the data is what one process would collect.
     """
-    from cpd_jax import parallel
-
     if jax.process_count() > 1:
         for task in parallel.process_share(tasks, jax.process_index(), jax.process_count()):
             collect_or_load(config, task, directory, variations)
@@ -128,8 +127,6 @@ def init_student(config, key):
 def data_mesh(config):
     """A 1-D 'data' mesh over all devices when there are several (and the config allows
     data parallelism), else None: the same config runs unchanged on 1 or N devices."""
-    from cpd_jax import parallel
-
     if not config.parallel.data_parallel or jax.device_count() == 1:
         return None
     return parallel.make_mesh()
@@ -142,8 +139,6 @@ def evaluate_student(config, model, params, obs_norm, tasks, embed_fn=None) -> d
     On several processes each runs its `parallel.process_share` of the goals and every
     process gets the merged result (`closed_loop.merge_results`).
     """
-    from cpd_jax import parallel
-
     policy = closed_loop.student_policy(model, parallel.host_local(params),
                                         config.student.task_context, embed_fn=embed_fn,
                                         obs_norm=obs_norm)
@@ -165,8 +160,6 @@ def save_student(workdir: pathlib.Path, config, params, obs_norm, train_steps: i
     expert count, config, gradient steps), so `--mode=eval` restores either. A run
     that starts again in the same workdir trains from scratch and replaces it, as it
     replaces results.json. Every process calls it (orbax synchronises them)."""
-    from cpd_jax import parallel
-
     ckpt = checkpointing.RunCheckpointer(workdir / "checkpoints", max_to_keep=1)
     if ckpt.latest() is not None:
         ckpt.delete_all()
@@ -242,7 +235,6 @@ def _train_and_evaluate(config, workdir, writer) -> dict:
     state = distillation.DistillState(params=params, opt_state=tx.init(params),
                                       step=jnp.zeros((), jnp.int32), key=key_train)
     if mesh is not None:
-        from cpd_jax import parallel
         state, source = parallel.replicate((state, source), mesh)
     logging.info("distilling %d tasks, %d windows, %d steps", len(tasks),
                  source.num_windows, num_steps)
@@ -277,7 +269,6 @@ def _train_and_evaluate(config, workdir, writer) -> dict:
         "time_s": {"data": t_data, "train": t_train, "eval": t_eval},
         "config": config.to_dict(),
     }
-    from cpd_jax import parallel
     if parallel.is_main_process():
         write_results(workdir, results)
     parallel.barrier("results written")  # every process ends once process 0 has written
