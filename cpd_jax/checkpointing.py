@@ -35,6 +35,10 @@ directories, so the outer checkpointer never sees it. `restructure` gives a raw 
 
 `save_tree` / `restore_tree` store a single pytree at a path, with no steps and no
 metadata: a trained teacher's policy.
+
+One module despite its length: it is the project's only checkpointer (continual and
+joint runs, teachers), and its helpers (zero-size leaves, template-free restore, config
+comparison) exist only for `RunCheckpointer`.
 """
 
 import json

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import traverse_util
 
 from cpd_jax import live_metrics, parallel, progress
 from cpd_jax.data.rollouts import Trajectories
@@ -212,6 +213,25 @@ def distillation_loss(params, model, history: History, targets, aux_coef, contex
     return loss, metrics
 
 
+def apply_updates(params, updates, frozen):
+    """optax.apply_updates that returns frozen leaves untouched (the same array) and
+    frozen rows of a partly frozen leaf bitwise unchanged.
+
+    frozen: `frozen_mask`'s pytree (Python bools and bool arrays), static under jit.
+    """
+    flat_p = traverse_util.flatten_dict(params)
+    flat_u = traverse_util.flatten_dict(updates)
+    flat_f = traverse_util.flatten_dict(frozen)
+
+    def update(p, u, f):
+        if isinstance(f, np.ndarray):
+            return jnp.where(f, p, optax.apply_updates(p, u))
+        return p if f else optax.apply_updates(p, u)
+
+    out = {path: update(p, flat_u[path], flat_f[path]) for path, p in flat_p.items()}
+    return traverse_util.unflatten_dict(out)
+
+
 def make_train_step(model, tx: optax.GradientTransformation, distill_config,
                     context_kind: str = "none", embed_fn=None, obs_norm=None,
                     penalty_fn=None, frozen=None, mesh=None) -> Callable:
@@ -239,8 +259,7 @@ def make_train_step(model, tx: optax.GradientTransformation, distill_config,
         if frozen is None:
             params = optax.apply_updates(state.params, updates)
         else:
-            from cpd_jax.continual import freezing
-            params = freezing.apply_updates(state.params, updates, frozen)
+            params = apply_updates(state.params, updates, frozen)
         metrics["grad_norm"] = optax.global_norm(grads)
         return DistillState(params=params, opt_state=opt_state, step=state.step + 1,
                             key=key), metrics

@@ -13,7 +13,7 @@ import ml_collections
 from absl import logging
 
 from cpd_jax import checkpointing, live_metrics, pipeline
-from cpd_jax.config_checks import check_tasks
+from cpd_jax.config_checks import check_tasks, split_stages
 from cpd_jax.errors import UserError
 from cpd_jax.evaluation import protocol, report
 from cpd_jax.student.inputs import obs_norm_from_tree
@@ -33,7 +33,7 @@ def check_checkpoint(checkpoint_dir) -> dict:
     """The latest step's metadata, after refusing (UserError, before any evaluation) a
     missing or empty directory or another kind of checkpoint. The command's config is not
     compared with the run's: only its `eval`, `env` and `parallel` fields are used."""
-    from cpd_jax.continual import stages
+    from cpd_jax.continual import state
 
     ckpt = checkpointing.RunCheckpointer(checkpoint_dir)
     where = f"--restore={checkpoint_dir}"
@@ -44,7 +44,7 @@ def check_checkpoint(checkpoint_dir) -> dict:
         raise UserError(f"{where}: no checkpoint steps in it; pass a run's "
                         "<workdir>/checkpoints after at least one finished stage")
     meta = ckpt.restore_metadata()
-    checkpointing.check_format(meta, (stages.CHECKPOINT_FORMAT, pipeline.CHECKPOINT_FORMAT),
+    checkpointing.check_format(meta, (state.CHECKPOINT_FORMAT, pipeline.CHECKPOINT_FORMAT),
                                where, "pass a continual or joint run's <workdir>/checkpoints")
     return meta
 
@@ -52,17 +52,15 @@ def check_checkpoint(checkpoint_dir) -> dict:
 def seen_tasks(saved_config, meta) -> list[str]:
     """The tasks a checkpoint was trained on: a joint run's, or those of the stages a
     continual run has finished, in stage order."""
-    from cpd_jax.continual import stages
-
     if meta["format"] == pipeline.CHECKPOINT_FORMAT:
         return list(saved_config.tasks)
-    seen = stages.split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
+    seen = split_stages(saved_config.tasks, saved_config.continual.stage_sizes)
     return [t for s in seen[:meta["stages_done"]] for t in s]
 
 
 def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     """Evaluates the checkpoint on `tasks` (default: every task it has seen)."""
-    from cpd_jax.continual import stages
+    from cpd_jax.continual import results as continual_results
 
     check_checkpoint(checkpoint_dir)
     saved_config, params, obs_norm, meta, encoder = restore_student(checkpoint_dir)
@@ -74,7 +72,7 @@ def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     saved_config.eval = config.eval
     saved_config.env = config.env
     protocol.check_goal_split(saved_config, tasks)
-    per_task = stages.evaluate_seen(saved_config, params, obs_norm, tasks, encoder)
+    per_task = continual_results.evaluate_seen(saved_config, params, obs_norm, tasks, encoder)
     out = {"checkpoint": str(checkpoint_dir), "stages_done": meta["stages_done"],
            "num_experts": meta["num_experts"], "per_task": per_task,
            "evaluation": protocol.describe(saved_config)}
@@ -92,7 +90,7 @@ def run(config, checkpoint_dir, workdir, tasks=None) -> dict:
     # At the checkpoint's gradient step, so an evaluation in the run's own workdir lands
     # on the run's x axis; `eval/` keeps it apart from the run's own evaluations.
     with live_metrics.make_writer(config, workdir) as writer:
-        writer.scalars(stages.steps_before_stage(meta.get("log", [])),
+        writer.scalars(continual_results.steps_before_stage(meta.get("log", [])),
                        {f"eval/{tag}": v for tag, v in
                         live_metrics.success_scalars(per_task).items()})
     logging.info("evaluated %s on %d tasks -> %s", checkpoint_dir, len(tasks), workdir)

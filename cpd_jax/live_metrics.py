@@ -63,7 +63,7 @@ def plain_scalars(values: Mapping[str, Any]) -> dict[str, float]:
 
 def success_scalars(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """`success/<task>` and `success/mean` from an evaluation's
-    {task: {"success_rate": ...}} (`pipeline.evaluate_student`)."""
+    {task: {"success_rate": ...}} (`closed_loop.evaluate_student`)."""
     rates = {t: float(r["success_rate"]) for t, r in per_task.items()}
     out = {f"success/{t}": v for t, v in rates.items()}
     if rates:

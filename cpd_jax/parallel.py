@@ -201,3 +201,11 @@ def maybe_initialize_distributed(config) -> bool:
                  jax.process_index(), jax.process_count(), jax.local_device_count(),
                  jax.device_count())
     return True
+
+
+def data_mesh(config):
+    """A 1-D 'data' mesh over all devices when there are several (and the config allows
+    data parallelism), else None: the same config runs unchanged on 1 or N devices."""
+    if not config.parallel.data_parallel or jax.device_count() == 1:
+        return None
+    return make_mesh()

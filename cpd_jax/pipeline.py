@@ -1,4 +1,4 @@
-"""The experiment pipeline: teacher data -> distillation -> closed-loop evaluation.
+"""The joint protocol: teacher data -> distillation -> closed-loop evaluation.
 
 `train_and_evaluate(config, workdir)` is what `python -m cpd_jax.main` runs for the
 joint protocol. Everything it produces lands in `workdir`:
@@ -21,134 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from cpd_jax import (checkpointing, config_checks, distillation, live_metrics, parallel,
-                     progress)
-from cpd_jax.data import rollouts
-from cpd_jax.envs import make_env, validate_tasks
-from cpd_jax.envs import variations as variations_lib
+from cpd_jax import checkpointing, config_checks, distillation, live_metrics, parallel
+from cpd_jax.data.collection import collect_or_load_all, data_dir
+from cpd_jax.envs import validate_tasks
 from cpd_jax.errors import UserError
-from cpd_jax.evaluation import closed_loop, protocol, report, run_report
-from cpd_jax.student import Student, StudentSpec, num_experts
-from cpd_jax.student.inputs import context_dim, fit_obs_norm, obs_norm_to_tree
-from cpd_jax.teachers import make_teacher
-
-
-def data_dir(config, workdir) -> pathlib.Path:
-    """Where teacher rollouts live: `config.data.dir`, else `<workdir>/data`."""
-    return pathlib.Path(config.data.dir) if config.data.dir else pathlib.Path(workdir) / "data"
-
-
-def heldout_data_dir(config, workdir) -> pathlib.Path:
-    """Teacher rollouts on held-out goals (the student's held-out MSE), beside the data."""
-    return data_dir(config, workdir) / "heldout_goals"
-
-
-def heldout_variations(config) -> list[int]:
-    """Goals of the held-out teacher episodes: the first `eval.mse_episodes_per_task` of
-    the held-out goals from `eval.first_variation` (never training goals)."""
-    first = max(config.eval.first_variation, variations_lib.FIRST_HELDOUT)
-    return list(range(first, first + config.eval.mse_episodes_per_task))
-
-
-def collect_or_load(config, task: str, directory: pathlib.Path,
-                    variations: list[int] | None = None) -> rollouts.Trajectories:
-    """Teacher rollouts of `task` on `variations` (default: the config's training goals,
-    `data.episodes_per_task` episodes): loaded if `directory` has them, else collected
-    and saved. Rollouts on disk from other goals are refused, not silently reused."""
-    if variations is None:
-        variations = protocol.train_variations(config.data, config.data.episodes_per_task)
-    if rollouts.exists(directory, task):
-        traj = rollouts.load(directory, task)
-        if traj.num_episodes >= len(variations):
-            traj = traj.select(slice(0, len(variations)))
-            protocol.check_data_goals(task, traj.variations, variations)
-            logging.info("loaded %d %s episodes from %s", traj.num_episodes, task, directory)
-            return traj
-    teacher = make_teacher(config.teacher, task)
-    chunks, start = [], time.time()
-    meter = progress.Progress(f"collecting {task}", len(variations), "episodes")
-    for i in range(0, len(variations), config.data.collect_batch):
-        chunk = variations[i:i + config.data.collect_batch]
-        env = make_env(config.env.backend, [task] * len(chunk))
-        try:
-            chunks.append(rollouts.collect(env, teacher, chunk, seed=config.seed + i,
-                                           noise_std=config.data.collect_noise_std))
-        finally:
-            env.close()
-        meter.update(i + len(chunk))
-    traj = rollouts.concatenate(chunks)
-    rollouts.save(directory, traj, {"backend": config.env.backend,
-                                   "teacher": config.teacher.kind,
-                                   "noise_std": config.data.collect_noise_std,
-                                   "seed": config.seed})
-    logging.info("collected %d %s episodes in %.1fs, teacher success %.2f",
-                 traj.num_episodes, task, time.time() - start, traj.episode_success().mean())
-    return traj
-
-
-def collect_or_load_all(config, tasks, directory: pathlib.Path,
-                        variations: list[int] | None = None,
-                        what: str = "teacher data") -> list[rollouts.Trajectories]:
-    """`collect_or_load` of every task in order, with a progress line per task (tasks
-    done / total and an ETA: collecting a task's episodes takes minutes).
-
-    On several processes (a shared `directory`): each process loads, or collects and
-    saves, its `parallel.process_share` of the tasks, all wait at a barrier, then every
-    process loads every task. The shares depend on the task list alone, not on what
-    each process saw on disk, so no task is written by two processes. Collection is
-    seeded per task and episode: the data is what one process would collect.
-    """
-    if jax.process_count() > 1:
-        for task in parallel.process_share(tasks, jax.process_index(), jax.process_count()):
-            collect_or_load(config, task, directory, variations)
-        parallel.barrier(f"collected {what}")
-    meter = progress.Progress(what, len(tasks), "tasks")
-    out = []
-    for task in tasks:
-        out.append(collect_or_load(config, task, directory, variations))
-        meter.update(len(out), f"{task}: {out[-1].num_episodes} episodes")
-    return out
-
-
-def init_student(config, key):
-    """(model, params) of the configured student for inputs of obs + task context."""
-    spec = StudentSpec.from_config(config.student)
-    model = Student(spec)
-    features = 39 + context_dim(config.student.task_context, config.task_encoder.embed_dim)
-    dummy = jnp.zeros((1, spec.seq_len, features))
-    # flax's init runs op by op (not jitted: the params stay bitwise what they were),
-    # which is slow enough for a paper-sized student to get a progress line of its own.
-    with progress.timed(f"initialising the student ({spec.num_blocks} blocks, "
-                        f"{spec.num_experts} experts)"):
-        params = model.init(key, dummy, jnp.ones((1, spec.seq_len), bool))["params"]
-    return model, params
-
-
-def data_mesh(config):
-    """A 1-D 'data' mesh over all devices when there are several (and the config allows
-    data parallelism), else None: the same config runs unchanged on 1 or N devices."""
-    if not config.parallel.data_parallel or jax.device_count() == 1:
-        return None
-    return parallel.make_mesh()
-
-
-def evaluate_student(config, model, params, obs_norm, tasks, embed_fn=None) -> dict:
-    """Closed-loop success of the student on `tasks` under `config.eval` (the protocol's
-    goals); {task: {"success_rate", "mean_return", "episodes", "successes"}}.
-
-    On several processes each runs its `parallel.process_share` of the goals and every
-    process gets the merged result (`closed_loop.merge_results`).
-    """
-    policy = closed_loop.student_policy(model, parallel.host_local(params),
-                                        config.student.task_context, embed_fn=embed_fn,
-                                        obs_norm=obs_norm)
-    variations = parallel.process_share(protocol.eval_variations(config),
-                                        jax.process_index(), jax.process_count())
-    mine = closed_loop.evaluate_tasks(
-        lambda ts: make_env(config.env.backend, ts), policy, tasks, variations,
-        config.student.seq_len, stop_at_success=config.eval.stop_at_success,
-        max_envs=config.eval.max_envs) if variations else {}
-    return closed_loop.merge_results(parallel.gather_json("evaluation", mine), tasks)
+from cpd_jax.evaluation import protocol, report, run_report
+from cpd_jax.evaluation.closed_loop import evaluate_student
+from cpd_jax.student import init_student, num_experts
+from cpd_jax.student.inputs import fit_obs_norm, obs_norm_to_tree
 
 
 CHECKPOINT_FORMAT = "cpd_jax.joint/v1"
@@ -228,7 +108,7 @@ def _train_and_evaluate(config, workdir, writer) -> dict:
     num_steps = distillation.num_train_steps(config.distill, source)
     tx = distillation.make_optimizer(config.distill, num_steps)
     obs_norm = fit_obs_norm(np.concatenate([t.obs.reshape(-1, t.obs.shape[-1]) for t in trajs]))
-    mesh = data_mesh(config)
+    mesh = parallel.data_mesh(config)
     step_fn = distillation.make_train_step(model, tx, config.distill,
                                            config.student.task_context, obs_norm=obs_norm,
                                            mesh=mesh)

@@ -32,8 +32,9 @@ def main(argv):
     del argv
     import jax
 
-    from cpd_jax import evaluate_checkpoint, pipeline
-    from cpd_jax.continual import stages
+    from cpd_jax import evaluate_checkpoint
+    from cpd_jax.data import collection
+    from cpd_jax.continual.encoder import encoder_windows
     from cpd_jax.envs import MT25_TASKS
     from cpd_jax.evaluation import report, routing_stats
     from cpd_jax.student import task_embedding
@@ -52,12 +53,12 @@ def main(argv):
     embed = jax.jit(task_embedding.embed)
 
     def z_of(trajectories):
-        windows, ids = stages.encoder_windows(config, trajectories)
+        windows, ids = encoder_windows(config, trajectories)
         return np.asarray(embed(encoder, *windows)), ids
 
-    train = [pipeline.collect_or_load(config, t, pipeline.data_dir(config, run)) for t in tasks]
-    heldout = [pipeline.collect_or_load(config, t, pipeline.heldout_data_dir(config, run),
-                                        pipeline.heldout_variations(config)) for t in tasks]
+    train = [collection.collect_or_load(config, t, collection.data_dir(config, run)) for t in tasks]
+    heldout = [collection.collect_or_load(config, t, collection.heldout_data_dir(config, run),
+                                        collection.heldout_variations(config)) for t in tasks]
     z_train, y_train = z_of(train)
     z_test, y_test = z_of(heldout)
     accuracy = task_embedding.nearest_centroid_accuracy(z_train, y_train, z_test, y_test)

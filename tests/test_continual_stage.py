@@ -5,13 +5,14 @@ import jax
 import numpy as np
 import pytest
 
-from cpd_jax import distillation, pipeline
+from cpd_jax import distillation
 from cpd_jax.configs import mt25_5stage_cpu
-from cpd_jax.continual import freezing, stages
+from cpd_jax.continual import encoder as encoder_lib
+from cpd_jax.continual import freezing, methods, stages
 from cpd_jax.continual.methods import get_method
 from cpd_jax.evaluation import routing_stats
-from cpd_jax.student import growth
-from cpd_jax.student.inputs import identity_obs_norm
+from cpd_jax.student import growth, init_student, task_embedding
+from cpd_jax.student.inputs import identity_obs_norm, student_inputs
 
 L = 4
 
@@ -27,7 +28,7 @@ def _config():
 def _stage2(c, fake_trajectories, task="push-v3"):
     """Stage-1 params of the config's student, expanded for stage 2, and a source of
     `task`'s data."""
-    _, params = pipeline.init_student(c, jax.random.PRNGKey(0))
+    _, params = init_student(c, jax.random.PRNGKey(0))
     num_old = growth.num_experts(params)
     params = growth.expand(params, 1, jax.random.PRNGKey(1), 0.01)
     source = distillation.make_window_source([fake_trajectories(task, n=4)], L)
@@ -81,17 +82,17 @@ def test_warm_started_encoder_keeps_old_tasks_z_without_new_data(fake_trajectori
     c = _config()
     c.task_encoder.steps, c.task_encoder.batch_size, c.task_encoder.hidden = 150, 64, (32,)
     old = [_separable(t, i, fake_trajectories) for i, t in enumerate(["reach-v3", "push-v3"])]
-    encoder, drift = stages.train_encoder(c, old, jax.random.PRNGKey(0))
+    encoder, drift = encoder_lib.train_encoder(c, old, jax.random.PRNGKey(0))
     assert drift == {}  # stage 1: no old task
-    warm, drift = stages.train_encoder(c, old, jax.random.PRNGKey(1), previous=encoder,
+    warm, drift = encoder_lib.train_encoder(c, old, jax.random.PRNGKey(1), previous=encoder,
                                        old_tasks=["reach-v3", "push-v3"])
     assert set(drift) == {"reach-v3", "push-v3"}
     assert max(drift.values()) < 0.02, drift  # mean 1 - cos(z_after, z_before)
     np.testing.assert_array_equal(warm["input_mean"], encoder["input_mean"])
     # the drift reported is the one measured independently on the same windows
-    windows, ids = stages.encoder_windows(c, old)
-    z0 = np.asarray(jax.jit(stages.task_embedding.embed)(encoder, *windows))
-    z1 = np.asarray(jax.jit(stages.task_embedding.embed)(warm, *windows))
+    windows, ids = encoder_lib.encoder_windows(c, old)
+    z0 = np.asarray(jax.jit(task_embedding.embed)(encoder, *windows))
+    z1 = np.asarray(jax.jit(task_embedding.embed)(warm, *windows))
     cos = np.sum(z0 * z1, -1) / np.linalg.norm(z0, axis=-1) / np.linalg.norm(z1, axis=-1)
     np.testing.assert_allclose(drift["reach-v3"], np.mean(1 - cos[ids == 0]), atol=1e-5)
 
@@ -117,3 +118,58 @@ def test_one_task_first_stage_with_contrastive_context_is_refused_before_any_wor
     with pytest.raises(ValueError, match="at least two tasks"):
         stages.run_continual(c, tmp_path)
     assert not (tmp_path / "data").exists()
+
+
+def _previous(c, fake_trajectories, calls):
+    """The stage-1 student as the anchor of stage 2, its data loader counting calls."""
+    model, params = init_student(c, jax.random.PRNGKey(0))
+
+    def data():
+        calls.append(1)
+        return [fake_trajectories("reach-v3", n=4)]
+
+    return methods.Previous(model=model, params=params, obs_norm=identity_obs_norm(),
+                            old_task_ids=[0], data=data), params
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_each_method_builds_its_own_penalty_and_loads_old_data_only_for_ewc(
+        fake_trajectories, name):
+    """The stage loop only asks the method: EWC (and only EWC) reads the previous
+    stage's data, once; an anchored penalty is 0 at the anchor and positive away from it;
+    no method has a penalty at stage 1."""
+    c = _config()
+    c.continual.fisher_batches = 2
+    method, calls = methods.get_method(name), []
+    previous, params = _previous(c, fake_trajectories, calls)
+    assert method.penalty(c, None, jax.random.PRNGKey(3)) is None
+    penalty_fn = method.penalty(c, previous, jax.random.PRNGKey(3))
+    assert len(calls) == (1 if name == "ewc" else 0)
+    assert (penalty_fn is None) == (name not in ("ewc", "kl"))
+    if penalty_fn is None:
+        return
+    source = distillation.make_window_source(previous.data(), L)
+    history, _ = distillation.sample_batch(jax.random.PRNGKey(4), source, 8)
+    inputs = student_inputs(c.student.task_context, history, None, previous.obs_norm)
+    at = lambda p: float(penalty_fn(p, inputs, history.valid, task_id=history.task_id,
+                                    aux={}))
+    moved = jax.tree.map(lambda x: x + 0.05, params)
+    assert at(params) == pytest.approx(0.0, abs=1e-6)
+    assert at(moved) > 1e-4
+
+
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
+def test_each_method_builds_its_own_phase_optimizer(name):
+    """Freezing methods train stage 2 in two phases with a frozen mask that keeps the
+    backbone; the others in one phase without a mask; TRAC wraps AdamW in its state."""
+    c = _config()
+    method = methods.get_method(name)
+    _, params = init_student(c, jax.random.PRNGKey(0))
+    assert method.phases(c, 2) == ((1, 2) if method.freeze else (1,))
+    tx, frozen = method.optimizer(c, params, 2, 2, 1, 10, 0)
+    assert (frozen is not None) == method.freeze
+    if frozen is not None:
+        assert all(jax.tree.leaves(frozen["embed"]))
+    wrapped = any(type(s).__name__ == "TracState" for s in jax.tree.leaves(
+        tx.init(params), is_leaf=lambda s: type(s).__name__ == "TracState"))
+    assert wrapped == (name == "trac")

@@ -10,6 +10,7 @@ from jax.flatten_util import ravel_pytree
 import pytest
 from flax import traverse_util
 
+from cpd_jax import distillation
 from cpd_jax.continual import freezing as fz
 from cpd_jax.student import growth
 from cpd_jax.student.transformer import Student, StudentSpec
@@ -143,7 +144,7 @@ def test_custom_apply_updates_returns_frozen_leaf_itself():
     opt = fz.make_optimizer(params, 0, 2, 1, LR, WD)
     frozen = fz.frozen_mask(params, 0, fz.trainable_labels(2, 1))
     trained, _ = _train(params, opt, opt.init(params), jax.random.key(0), steps=3,
-                        apply=functools.partial(fz.apply_updates, frozen=frozen))
+                        apply=functools.partial(distillation.apply_updates, frozen=frozen))
     # -0.0 survives (optax.apply_updates would give +0.0 = -0.0 + 0.0)
     assert np.signbit(np.asarray(trained["ln_final"]["bias"])).all()
     _check(params, trained, fz.label_params(params, 0), fz.trainable_labels(2, 1))
@@ -156,7 +157,7 @@ def test_frozen_rows_of_the_task_context_stay_bitwise_while_the_others_train():
     frozen = fz.frozen_mask(params, 0, fz.trainable_labels(2, 1), context_rows=rows)
     np.testing.assert_array_equal(frozen["task_context"]["kernel"], ~rows[:, None])
     trained, _ = _train(params, opt, opt.init(params), jax.random.key(0), steps=3,
-                        apply=functools.partial(fz.apply_updates, frozen=frozen))
+                        apply=functools.partial(distillation.apply_updates, frozen=frozen))
     before, after = (np.asarray(t["task_context"]["kernel"]) for t in (params, trained))
     assert before[[0, 2]].tobytes() == after[[0, 2]].tobytes()
     assert not np.array_equal(before[1], after[1])
@@ -195,7 +196,7 @@ def test_real_loss_step_on_expanded_student():
             return jnp.mean((actions - target) ** 2) + 0.01 * aux["aux_loss"]
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, state = opt.update(grads, state, params)
-        return fz.apply_updates(params, updates, frozen), state, loss
+        return distillation.apply_updates(params, updates, frozen), state, loss
 
     state = opt.init(params)
     new = params

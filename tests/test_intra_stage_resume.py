@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cpd_jax import checkpointing, distillation, pipeline
-from cpd_jax.continual import stages
+from cpd_jax import checkpointing, distillation
+from cpd_jax.continual import state as run_state
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.errors import UserError
+from cpd_jax.student import init_student
 from cpd_jax.student.inputs import identity_obs_norm
 from tests.helpers import tiny_two_stage_config
 
@@ -53,7 +54,7 @@ def uninterrupted(tmp_path_factory):
     checkpoint every `EVERY` steps (each in a checkpointer of its own):
     (fresh state, train step, source, final state, curve, {step: checkpointer})."""
     c = tiny_two_stage_config(every_steps=EVERY)
-    model, params = pipeline.init_student(c, jax.random.PRNGKey(0))
+    model, params = init_student(c, jax.random.PRNGKey(0))
     tx = distillation.make_optimizer(c.distill, STEPS)
     step_fn = distillation.make_train_step(model, tx, c.distill, c.student.task_context,
                                            obs_norm=identity_obs_norm())
@@ -95,27 +96,28 @@ def test_resumed_training_continues_the_same_batch_stream(uninterrupted, steps_d
 def test_stage_progress_round_trip_and_refusals(tmp_path):
     c = tiny_two_stage_config()
     ckpt = checkpointing.RunCheckpointer(tmp_path)
-    state = {"w": np.arange(3.0)}  # stands in for a DistillState
+    distill_state = {"w": np.arange(3.0)}  # stands in for a DistillState
     curve = [{"step": 4, "loss": 0.25, "phase": 2}]
     mse = [{"phase": 1, "mse": {"reach-v3": 0.5}}]
     encoder = {"dense": {"kernel": np.ones((2, 3), np.float32)}}
-    at = stages.StageProgress(2, 2, 4, state, curve, mse, encoder, {"reach-v3": 0.1}, 7.5)
-    stages._save_progress(ckpt, c, at, 16)
-    back = stages._restore_progress(ckpt, c, stages_done=1, steps_done=12)
+    at = run_state.StageProgress(2, 2, 4, distill_state, curve, mse, encoder,
+                                 {"reach-v3": 0.1}, 7.5)
+    run_state.save_progress(ckpt, c, at, 16)
+    back = run_state.restore_progress(ckpt, c, stages_done=1, steps_done=12)
     assert (back.stage, back.phase, back.phase_steps, back.curve, back.phase_mse,
             back.drift, back.seconds) == (2, 2, 4, curve, mse, {"reach-v3": 0.1}, 7.5)
-    np.testing.assert_array_equal(back.state["w"], state["w"])
+    np.testing.assert_array_equal(back.state["w"], distill_state["w"])
     np.testing.assert_array_equal(back.encoder["dense"]["kernel"], 1.0)
     changed = tiny_two_stage_config()
     changed.distill.learning_rate *= 2
     with pytest.raises(UserError, match="distill.learning_rate"):
-        stages._restore_progress(ckpt, changed, stages_done=1, steps_done=12)
+        run_state.restore_progress(ckpt, changed, stages_done=1, steps_done=12)
     changed = tiny_two_stage_config(every_steps=7)  # the cadence may change on resume
-    assert stages._restore_progress(ckpt, changed, stages_done=1, steps_done=12)
+    assert run_state.restore_progress(ckpt, changed, stages_done=1, steps_done=12)
     with pytest.raises(UserError, match="stage 2's progress .* end after stage 0"):
-        stages._restore_progress(ckpt, c, stages_done=0, steps_done=0)
+        run_state.restore_progress(ckpt, c, stages_done=0, steps_done=0)
     # a stage finished at step 16 left it behind: deleted, nothing to resume
-    assert stages._restore_progress(ckpt, c, stages_done=2, steps_done=16) is None
+    assert run_state.restore_progress(ckpt, c, stages_done=2, steps_done=16) is None
     assert not tmp_path.exists()
 
 
@@ -124,7 +126,7 @@ def test_a_checkpoint_from_before_the_cadence_field_still_resumes():
     saved = c.to_dict()
     del saved["checkpoint"]["every_steps"]  # as in a run made before intra-stage saves
     checkpointing.verify_config({"config": saved}, c.to_dict(),
-                                ignore=stages.RESUMABLE_FIELDS)  # no UserError
+                                ignore=run_state.RESUMABLE_FIELDS)  # no UserError
 
 
 def test_nested_checkpointer_is_invisible_to_the_outer_one_and_restructure_checks(tmp_path):
@@ -197,7 +199,7 @@ def test_run_killed_mid_stage_resumes_to_the_uninterrupted_result(tmp_path):
     _finish(*_start_run(tmp_path, "full"))
     killed = tmp_path / "killed"
     # the run's gradient step of stage 2's first checkpoint in phase 2
-    target = killed / "checkpoints" / stages.PROGRESS_DIR / str(steps + phase1 + every)
+    target = killed / "checkpoints" / run_state.PROGRESS_DIR / str(steps + phase1 + every)
     run, _ = _start_run(tmp_path, "killed")
     try:
         _wait_for(target, run)
@@ -207,14 +209,14 @@ def test_run_killed_mid_stage_resumes_to_the_uninterrupted_result(tmp_path):
     assert run.returncode == -signal.SIGKILL
     ckpt = checkpointing.RunCheckpointer(killed / "checkpoints")
     assert ckpt.all_steps() == [1]  # killed inside stage 2
-    progress = ckpt.nested(stages.PROGRESS_DIR).restore_metadata()
+    progress = ckpt.nested(run_state.PROGRESS_DIR).restore_metadata()
     assert (progress["stage"], progress["phase"]) == (2, 2)
 
     os.rename(tmp_path / "killed.log", tmp_path / "killed_first.log")
     log = _finish(*_start_run(tmp_path, "killed"))
     assert f"resuming stage 2 at step {phase1 + progress['phase_steps']} of {steps}" in log
     assert ckpt.all_steps() == [1, 2]
-    assert not ckpt.nested(stages.PROGRESS_DIR).directory.exists()  # superseded
+    assert not ckpt.nested(run_state.PROGRESS_DIR).directory.exists()  # superseded
     expected = json.loads((tmp_path / "full" / "results.json").read_text())
     got = json.loads((killed / "results.json").read_text())
     np.testing.assert_array_equal(np.asarray(got["R"], float), np.asarray(expected["R"], float))

@@ -54,16 +54,16 @@ exit $rc
 # checkpoint is on disk: a job killed mid-stage, at the same step in every process.
 STOPPING_PYTHON = """
 import os, runpy, sys
-from cpd_jax.continual import stages
+from cpd_jax.continual import state
 
-save = stages._save_progress
+save = state.save_progress
 
 def save_then_stop(ckpt, config, progress, step_id):
     save(ckpt, config, progress, step_id)
     if progress.stage == 2:
         os._exit({code})
 
-stages._save_progress = save_then_stop
+state.save_progress = save_then_stop
 assert sys.argv[1:3] == ["-m", "cpd_jax.main"], sys.argv
 sys.argv = ["cpd_jax.main"] + sys.argv[3:]
 runpy.run_module("cpd_jax.main", run_name="__main__")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cpd_jax import config_checks, parallel, pipeline
+from cpd_jax.data import collection
 from cpd_jax.configs import default, mt25_5stage_cpu
 from cpd_jax.envs import MT25_TASKS
 from cpd_jax.envs import variations as variations_lib
@@ -135,8 +136,8 @@ def test_heldout_goals_are_metaworld_draws_separated_from_training_goals():
 def test_rollouts_from_other_goals_are_refused(tmp_path):
     c = mt25_5stage_cpu.get_config()
     c.data.episodes_per_task = c.data.num_train_variations = 2
-    traj = pipeline.collect_or_load(c, "reach-v3", tmp_path)
+    traj = collection.collect_or_load(c, "reach-v3", tmp_path)
     assert traj.variations.tolist() == [0, 1]
     c.data.first_train_variation = 5
     with pytest.raises(ValueError, match="collected on variations 0..1"):
-        pipeline.collect_or_load(c, "reach-v3", tmp_path)
+        collection.collect_or_load(c, "reach-v3", tmp_path)

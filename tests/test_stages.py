@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cpd_jax import evaluate_checkpoint
+from cpd_jax import config_checks, evaluate_checkpoint
 from cpd_jax.continual import stages
 from cpd_jax.evaluation import closed_loop
 from cpd_jax.student import Student, StudentSpec, num_experts
@@ -17,9 +17,9 @@ from tests.helpers import tiny_continual_config
 
 
 def test_split_stages_partitions_the_stream():
-    assert stages.split_stages(TASKS, (2, 1)) == [TASKS[:2], TASKS[2:]]
+    assert config_checks.split_stages(TASKS, (2, 1)) == [TASKS[:2], TASKS[2:]]
     with pytest.raises(ValueError, match="partition"):
-        stages.split_stages(TASKS, (2, 2))
+        config_checks.split_stages(TASKS, (2, 2))
 
 
 @pytest.fixture(scope="module")

@@ -168,7 +168,7 @@ def test_student_checkpoint_videos_match_its_evaluation(rendering, tmp_path):
 
     from cpd_jax import checkpointing, evaluate_checkpoint
     from cpd_jax.configs import quickstart
-    from cpd_jax.continual import stages
+    from cpd_jax.continual import state
     from cpd_jax.student import Student, StudentSpec
     from cpd_jax.student.inputs import identity_obs_norm, obs_norm_to_tree, student_inputs
 
@@ -185,7 +185,7 @@ def test_student_checkpoint_videos_match_its_evaluation(rendering, tmp_path):
         history.valid)["params"]
     checkpointing.RunCheckpointer(tmp_path / "checkpoints").save(
         1, {"params": params, "obs_norm": obs_norm_to_tree(norm)},
-        {"format": stages.CHECKPOINT_FORMAT, "stages_done": 1, "num_experts": 2,
+        {"format": state.CHECKPOINT_FORMAT, "stages_done": 1, "num_experts": 2,
          "config": c.to_dict()})
 
     manifest = video.render_checkpoint_videos(c, tmp_path / "checkpoints",

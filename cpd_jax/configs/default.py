@@ -101,7 +101,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.task_encoder.steps = 300  # InfoNCE gradient steps per stage
     # Stages >= 2 start from the previous stage's encoder (and its input statistics) and
     # add anchor_coef * mean(1 - cos(z, z_prev)) over old tasks' replay windows, so old
-    # tasks keep their z while the frozen backbone reads it (continual/stages.py).
+    # tasks keep their z while the frozen backbone reads it (continual/encoder.py).
     c.task_encoder.anchor_coef = 1.0
     c.task_encoder.batch_size = 256  # windows per step, class-balanced
 

@@ -21,8 +21,8 @@ Every leaf of the student's params gets one label (`label_params`):
   momentum accumulated while the leaf was trainable can reach it;
 * every (stage, phase) builds its optimizer and a fresh state (`tx.init`), so a leaf
   frozen in this phase has no moments anywhere in the state;
-* `apply_updates` below returns a frozen leaf as the same array (no `p + 0.0`, which
-  is bitwise equal to `p` for every value except -0.0, which becomes +0.0).
+* `distillation.apply_updates` returns a frozen leaf as the same array (no `p + 0.0`,
+  which is bitwise equal to `p` for every value except -0.0, which becomes +0.0).
 
 Schedules (`trainable_labels`), stage >= 2, with `backbone`:
 
@@ -43,7 +43,6 @@ Stage 1 trains everything; the task context trains in every phase of every stage
 
 from typing import Iterable
 
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
@@ -177,22 +176,3 @@ def frozen_mask(params, num_old_experts: int, trainable: Iterable[str], context_
     if context_rows is not None and kernel in mask and not mask[kernel]:
         mask[kernel] = ~np.asarray(context_rows, bool)[:, None]
     return traverse_util.unflatten_dict(mask)
-
-
-def apply_updates(params, updates, frozen):
-    """optax.apply_updates that returns frozen leaves untouched (the same array) and
-    frozen rows of a partly frozen leaf bitwise unchanged.
-
-    frozen: `frozen_mask`'s pytree (Python bools and bool arrays), static under jit.
-    """
-    flat_p = traverse_util.flatten_dict(params)
-    flat_u = traverse_util.flatten_dict(updates)
-    flat_f = traverse_util.flatten_dict(frozen)
-
-    def update(p, u, f):
-        if isinstance(f, np.ndarray):
-            return jnp.where(f, p, optax.apply_updates(p, u))
-        return p if f else optax.apply_updates(p, u)
-
-    out = {path: update(p, flat_u[path], flat_f[path]) for path, p in flat_p.items()}
-    return traverse_util.unflatten_dict(out)

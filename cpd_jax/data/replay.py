@@ -3,7 +3,7 @@
 A `ReplayBuffer` is an immutable bundle of per-trajectory arrays with a common leading
 axis N; `add` returns a new buffer, so the stage loop can keep the buffer of every
 stage. The buffer is persisted as plain arrays inside the run checkpoint
-(`continual/stages.py`: saved with the student, rebuilt with `from_arrays`), so a
+(`continual/state.py`: saved with the student, rebuilt with `from_arrays`), so a
 resumed run reloads exactly what it had.
 
     obs      float32[N, T, 39]

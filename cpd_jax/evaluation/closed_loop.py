@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cpd_jax import progress
-from cpd_jax.envs import MAX_EPISODE_STEPS, BatchedEnv, task_id
+from cpd_jax import parallel, progress
+from cpd_jax.envs import MAX_EPISODE_STEPS, BatchedEnv, make_env, task_id
+from cpd_jax.evaluation import protocol
 from cpd_jax.student.inputs import History
 
 
@@ -132,3 +133,21 @@ def student_policy(model, params, context_kind: str, embed_fn=None, obs_norm=Non
 
     return progress.log_first_call(lambda history: act(params, history),
                                    "the student policy (evaluation)")
+
+
+def evaluate_student(config, model, params, obs_norm, tasks, embed_fn=None) -> dict:
+    """Closed-loop success of the student on `tasks` under `config.eval` (the protocol's
+    goals); {task: {"success_rate", "mean_return", "episodes", "successes"}}.
+
+    On several processes each runs its `parallel.process_share` of the goals and every
+    process gets the merged result (`merge_results`).
+    """
+    policy = student_policy(model, parallel.host_local(params), config.student.task_context,
+                            embed_fn=embed_fn, obs_norm=obs_norm)
+    variations = parallel.process_share(protocol.eval_variations(config),
+                                        jax.process_index(), jax.process_count())
+    mine = evaluate_tasks(
+        lambda ts: make_env(config.env.backend, ts), policy, tasks, variations,
+        config.student.seq_len, stop_at_success=config.eval.stop_at_success,
+        max_envs=config.eval.max_envs) if variations else {}
+    return merge_results(parallel.gather_json("evaluation", mine), tasks)

@@ -2,6 +2,9 @@
 
 Every writer returns {kind: path} of what it wrote. Numbers in tables are percentages
 (the paper's convention); JSON files keep fractions in [0, 1].
+
+One module despite its length: every table and figure of the continual protocol
+shares its conventions (percent, mean ± sample std, pooling of seeds).
 """
 
 import json
@@ -286,7 +289,7 @@ def write_table2(directory, runs: Mapping[str, Sequence[Mapping]], paper_final=N
     """Paper Table 2 layout: one row per method, per stage "Acc / BWT" (mean ± std over
     seeds, %), then the paper's final Acc / BWT beside ours.
 
-    runs: {method: [results.json dict of each seed]} (`stages.write_continual_results`).
+    runs: {method: [results.json dict of each seed]} (`continual.results.write_continual_results`).
     paper_final: {method: (Acc, BWT or None)} in percent (`cpd_jax.evaluation.paper`).
     commands: what produced each row (e.g. {method: [config and flags of each seed]}),
     stored as given in the JSON so that a table says how to rerun it.

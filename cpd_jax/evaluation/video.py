@@ -15,6 +15,9 @@ Output (`write_videos`), in one directory:
 
 Backends: the reference env renders each metaworld env's own MjModel/MjData; the MJX
 env's batched `mjx.Data` is copied to `MjData` with `mjx.get_data` for rendering.
+
+One module despite its length: the GL backend checks, renderer, recorder and file
+writers serve one feature, and nothing else imports them.
 """
 
 import dataclasses
@@ -415,15 +418,15 @@ def student_policy_from_checkpoint(checkpoint_dir):
     """(policy History -> float32[B, 4], the run's config, its metadata), restored like
     `--mode=eval` restores it (expert count from the checkpoint)."""
     from cpd_jax import evaluate_checkpoint
-    from cpd_jax.continual import stages
+    from cpd_jax.continual.encoder import embed_fn_for
     from cpd_jax.evaluation import closed_loop
-    from cpd_jax.student import Student, StudentSpec
+    from cpd_jax.student import make_student
 
     saved_config, params, obs_norm, meta, encoder = evaluate_checkpoint.restore_student(
         checkpoint_dir)
-    model = Student(StudentSpec.from_config(saved_config.student))
+    model = make_student(saved_config)  # the checkpoint's expert count (restore_student)
     policy = closed_loop.student_policy(model, params, saved_config.student.task_context,
-                                        embed_fn=stages.embed_fn_for(encoder),
+                                        embed_fn=embed_fn_for(encoder),
                                         obs_norm=obs_norm)
     return policy, saved_config, meta
 

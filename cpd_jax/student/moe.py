@@ -37,6 +37,9 @@ Dispatch:
   grouped lowering; on CPU/GPU it masks the lhs to [E, M, K] and does the dense dot,
   which measured as slow as the buffer
   (`python benchmarks/student_throughput.py --sections moe`).
+
+One module despite its length: the three dispatches (buffer, block, chunk) are
+alternatives inside the one `MoE` layer, each tested against the same per-token loop.
 """
 
 import contextlib

@@ -24,6 +24,9 @@ batch job per task or group of tasks can share a workdir):
 
 Rollout collection loads a teacher with `cpd_jax.teachers.ppo_teacher.PPOTeacher.load`,
 which does not import this module.
+
+One module despite its length: the teacher-training driver and its report read and
+write the same state-directory layout.
 """
 
 import functools

@@ -21,6 +21,10 @@ in scans.
 functional env (`cpd_jax.envs.functional.Env`). The math pieces (GAE, the linear baseline, the
 PPO loss) are in `losses`, the networks in `networks`, the observation normaliser in
 `normalizer`; the impure driver of a teachers job (checkpoints, export) is `runner`.
+
+One module despite its length: `make_ppo`'s pieces close over one config and env, and
+the two drivers and the task sharding are thin layers over them; split, each file would
+reach into the others' closures.
 """
 
 import functools
