@@ -2,8 +2,8 @@
 5-stage protocol: DPP vs farthest-first vs uniform random selection at the paper's 10%
 budget, and DPP at several budgets.
 
-    python experiments/figure4_replay.py --workdir=runs/figure4 --seeds=0 \
-        --out=experiments/results/figure4_replay [--method_config=...]
+    python experiments/figure4_replay.py --workdir=runs/figure4 --seeds=0,1,2 \
+        --size_seeds=0 --out=experiments/results/figure4_replay
 
 Each point is a continual run (`python -m cpd_jax.main`, `<workdir>/<variant>/seed<k>`,
 one shared teacher-data directory). Output `<out>.json` / `<out>.md` / `<out>.png`: final
@@ -21,7 +21,9 @@ import common
 _CONFIG = flags.DEFINE_string("config", "cpd_jax/configs/mt25_5stage_cpu.py", "config file")
 _WORKDIR = flags.DEFINE_string("workdir", "runs/figure4", "where runs go")
 _OUT = flags.DEFINE_string("out", "experiments/results/figure4_replay", "output prefix")
-_SEEDS = flags.DEFINE_list("seeds", "0", "seeds")
+_SEEDS = flags.DEFINE_list("seeds", "0", "seeds of the selector sweep")
+_SIZE_SEEDS = flags.DEFINE_list("size_seeds", None, "seeds of the replay-size sweep's "
+                                "other fractions (default: --seeds)")
 _SELECTORS = flags.DEFINE_list("selectors", "dpp,farthest_first,random", "at --fraction")
 _FRACTION = flags.DEFINE_float("fraction", 0.1, "replay fraction of the selector sweep")
 _FRACTIONS = flags.DEFINE_list("fractions", "0.05,0.1,0.2", "replay fractions (DPP)")
@@ -29,9 +31,12 @@ _OVERRIDES = flags.DEFINE_multi_string("override", [], "extra --config.x=y for e
 
 
 def variants() -> dict:
-    """{name: (selector, fraction)}; the DPP run at --fraction is shared by both sweeps."""
-    out = {f"{s}_{_FRACTION.value:g}": (s, _FRACTION.value) for s in _SELECTORS.value}
-    out.update({f"dpp_{float(f):g}": ("dpp", float(f)) for f in _FRACTIONS.value})
+    """{name: (selector, fraction, seeds)}; the DPP run at --fraction is shared by both
+    sweeps (with the selector sweep's seeds)."""
+    size_seeds = _SIZE_SEEDS.value or _SEEDS.value
+    out = {f"dpp_{float(f):g}": ("dpp", float(f), size_seeds) for f in _FRACTIONS.value}
+    out.update({f"{s}_{_FRACTION.value:g}": (s, _FRACTION.value, _SEEDS.value)
+                for s in _SELECTORS.value})
     return out
 
 
@@ -45,9 +50,9 @@ def main(argv):
 
     root, out = pathlib.Path(_WORKDIR.value), pathlib.Path(_OUT.value)
     rows, evaluation = {}, None
-    for name, (selector, fraction) in variants().items():
+    for name, (selector, fraction, seeds) in variants().items():
         finals = []
-        for s in _SEEDS.value:
+        for s in seeds:
             r = common.run_main(_CONFIG.value, root / name / f"seed{s}", [
                 "--config.method=ours", f"--config.seed={s}",
                 f"--config.continual.replay_selector={selector}",
@@ -57,18 +62,21 @@ def main(argv):
             finals.append((100 * r["summary"][-1]["Acc"], 100 * r["summary"][-1]["BWT"]))
         acc, bwt = np.array(finals).T
         std = report.sample_std  # NaN for one seed: no spread measured
-        rows[name] = {"selector": selector, "fraction": fraction, "final_acc": acc.tolist(),
+        rows[name] = {"selector": selector, "fraction": fraction, "seeds": [int(s) for s in seeds],
+                      "final_acc": acc.tolist(),
                       "final_bwt": bwt.tolist(), "acc_mean": float(acc.mean()),
                       "acc_std": std(acc), "bwt_mean": float(bwt.mean()), "bwt_std": std(bwt)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report.nan_to_none(
-        {"evaluation": evaluation, "seeds": _SEEDS.value, "runs": rows}), indent=2))
+        {"evaluation": evaluation, "runs": rows}), indent=2))
     cell = lambda mean, std: report.mean_std(mean / report.PERCENT, std / report.PERCENT)
-    lines = ["| selector | replay fraction | final Acc (%) | final BWT (%) |",
-             "| --- | --- | --- | --- |"]
-    lines += [f"| {r['selector']} | {r['fraction']:g} | {cell(r['acc_mean'], r['acc_std'])} "
-              f"| {cell(r['bwt_mean'], r['bwt_std'])} |" for r in rows.values()]
-    lines += ["", f"Method ours, seeds {', '.join(_SEEDS.value)}; mean ± sample std over seeds "
+    lines = ["| selector | replay fraction | seeds | final Acc (%) | final BWT (%) |",
+             "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['selector']} | {r['fraction']:g} | {len(r['seeds'])} "
+              f"| {cell(r['acc_mean'], r['acc_std'])} | {cell(r['bwt_mean'], r['bwt_std'])} |"
+              for r in sorted(rows.values(), key=lambda r: (r["selector"] != "dpp",
+                                                             r["selector"], r["fraction"]))]
+    lines += ["", "Method ours; mean ± sample std over seeds "
               "(one seed: its value alone, no spread measured). "
               + report.evaluation_note(evaluation)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")

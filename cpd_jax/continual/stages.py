@@ -210,7 +210,7 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
     run = state_lib.restore_run(ckpt, config)
     progress_ckpt = ckpt.nested(state_lib.PROGRESS_DIR, max_to_keep=1)
     resume = state_lib.restore_progress(progress_ckpt, config, run.stages_done if run else 0,
-                               results_lib.steps_before_stage(run.log if run else []))
+                                        results_lib.steps_before_stage(run.log if run else []))
     seed_key = jax.random.PRNGKey(config.seed)
     last = len(stages) if max_stages is None else min(max_stages, len(stages))
     prev_data = None  # the previous stage's teacher data (EWC's Fisher)
