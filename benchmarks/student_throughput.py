@@ -182,10 +182,14 @@ def _no_ffn(x, expert_index, gate_weights, experts):
     return jnp.zeros_like(x)
 
 
-def _optimizer_call(params):
+def _optimizer_call(params, flatten: bool = False):
     """A zero-argument call of the distillation optimizer's AdamW update of `params`
-    (with `params` as the gradient), jitted: the optimizer's share of a train step."""
+    (with `params` as the gradient), jitted: the optimizer's share of a train step.
+    flatten: the same AdamW over one vector of all leaves (`optax.flatten`), the fused
+    alternative to one update per leaf (bitwise the same params)."""
     tx = distillation.make_optimizer(default.get_config().distill, 1000)
+    if flatten:
+        tx = optax.flatten(tx)
     opt_state = tx.init(params)
 
     @jax.jit
@@ -268,7 +272,8 @@ def measure_stages(expert_counts, repeats: int, matmul_n: int = 2048,
     """ms per train step of the CPU student (`mt25_5stage_cpu`: its student block and
     batch) with each expert count, all interleaved, and its ratio to the first count;
     beside each, the step with the MoE replaced by one dense FFN ("dense_ffn") and by
-    nothing ("no_ffn"), and the optimizer update alone, to show what grows with E."""
+    nothing ("no_ffn"), and the optimizer update alone, per leaf and over one flattened
+    vector ("optimizer_flat"), to show what grows with E."""
     batch = mt25_5stage_cpu.get_config().distill.batch_size
     variants = {"step": dispatch, "dense_ffn": _one_ffn, "no_ffn": _no_ffn}
     steps, calls = {}, {}
@@ -278,6 +283,8 @@ def measure_stages(expert_counts, repeats: int, matmul_n: int = 2048,
                                             config=mt25_5stage_cpu.get_config())
             calls[e, name] = steps[e, name]["call"]
         calls[e, "optimizer"] = _optimizer_call(steps[e, "step"]["state"].params)
+        calls[e, "optimizer_flat"] = _optimizer_call(steps[e, "step"]["state"].params,
+                                                     flatten=True)
     times, peak = _interleaved(calls, repeats, matmul_n)
     first = times[expert_counts[0], "step"]
     rows = []
@@ -285,7 +292,8 @@ def measure_stages(expert_counts, repeats: int, matmul_n: int = 2048,
         r = dict(experts=e, params=steps[e, "step"]["params"],
                  compile_s=steps[e, "step"]["compile_s"],
                  **{f"{name}_ms": times[e, name] * 1e3
-                    for name in ("step", "dense_ffn", "no_ffn", "optimizer")},
+                    for name in ("step", "dense_ffn", "no_ffn", "optimizer",
+                                 "optimizer_flat")},
                  ratio_to_first=times[e, "step"] / first,
                  model_flops_utilisation=steps[e, "step"]["model_flops"] / times[e, "step"] / peak)
         r["moe_ms"] = r["step_ms"] - r["no_ffn_ms"]
@@ -293,7 +301,8 @@ def measure_stages(expert_counts, repeats: int, matmul_n: int = 2048,
         print(f"stages: {e:2d} experts ({r['params']/1e6:.2f}M params) {r['step_ms']:.2f} "
               f"ms/step (x{r['ratio_to_first']:.2f} of {expert_counts[0]} experts); "
               f"dense FFN {r['dense_ffn_ms']:.2f}, no FFN {r['no_ffn_ms']:.2f}, optimizer "
-              f"alone {r['optimizer_ms']:.2f} ms", flush=True)
+              f"alone {r['optimizer_ms']:.2f} ms (flattened {r['optimizer_flat_ms']:.2f})",
+              flush=True)
     return dict(batch=batch, dispatch=dispatch or "default", matmul_gflop_per_s=peak / 1e9,
                 rows=rows)
 
@@ -418,13 +427,14 @@ def markdown(results: dict) -> str:
             lines += [f"CPU student (mt25_5stage_cpu, batch {st['batch']}), dispatch "
                       f"{st['dispatch']}, ms per train step (medians, interleaved):", "",
                       "| experts | params | step | x first | MoE part (step - no FFN) "
-                      "| dense FFN step | no FFN step | optimizer alone |",
-                      "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                      "| dense FFN step | no FFN step | optimizer alone | optimizer, "
+                      "flattened |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for r in st["rows"]:
                 lines.append(f"| {r['experts']} | {r['params']:,} | {r['step_ms']:.2f} "
                              f"| {r['ratio_to_first']:.2f} | {r['moe_ms']:.2f} "
                              f"| {r['dense_ffn_ms']:.2f} | {r['no_ffn_ms']:.2f} "
-                             f"| {r['optimizer_ms']:.2f} |")
+                             f"| {r['optimizer_ms']:.2f} "
+                             f"| {r.get('optimizer_flat_ms', float('nan')):.2f} |")
             lines.append("")
     if results.get("moe"):
         lines += ["MoE layer, jitted forward+backward, median ms (no token dropping):", "",
