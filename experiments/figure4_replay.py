@@ -83,9 +83,14 @@ def main(argv):
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
     sel = [r for r in rows.values() if r["fraction"] == _FRACTION.value]
-    ax1.bar([r["selector"] for r in sel], [r["acc_mean"] for r in sel],
-            yerr=np.nan_to_num([r["acc_std"] for r in sel]), capsize=3)
-    ax1.set_ylabel("final Acc (%)")
+    x = np.arange(len(sel))
+    for offset, key, label in ((-0.2, "acc", "Acc"), (0.2, "bwt", "BWT")):
+        ax1.bar(x + offset, [r[f"{key}_mean"] for r in sel], width=0.4, label=label,
+                yerr=np.nan_to_num([r[f"{key}_std"] for r in sel]), capsize=3)
+    ax1.set_xticks(x, [r["selector"] for r in sel])
+    ax1.axhline(0, color="gray", lw=0.8)
+    ax1.legend(fontsize=8)
+    ax1.set_ylabel("final Acc / BWT (%)")
     ax1.set_title(f"replay selection ({_FRACTION.value:.0%} budget)")
     dpp = sorted((r for r in rows.values() if r["selector"] == "dpp"),
                  key=lambda r: r["fraction"])
