@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cpd_jax.data import dpp
-from cpd_jax.data.replay import ReplayBuffer, select_stage
+from cpd_jax.data.replay import GOAL, ReplayBuffer, goal_spread, select_stage
 
 
 @pytest.mark.parametrize("seed,n,d,m", [(0, 20, 8, 6), (1, 30, 12, 10), (2, 25, 25, 12),
@@ -107,3 +107,20 @@ def test_replay_buffer_accumulates_stages():
     with pytest.raises(ValueError):
         ReplayBuffer.from_arrays(buf.obs, buf.actions, buf.rewards, buf.success,
                                  buf.task_ids[:3], 1)
+
+
+def test_goal_spread_against_a_numpy_loop():
+    """1 for a buffer of every episode; for the 5 episodes farthest from the centroid,
+    the mean of the 5 largest distances over the mean distance (computed by hand)."""
+    rng = np.random.default_rng(0)
+    goals = {3: rng.normal(size=(50, 3)), 7: rng.uniform(size=(40, 3))}
+    obs = np.zeros((90, 2, 39), np.float32)
+    obs[:, :, GOAL] = np.concatenate([goals[3], goals[7]])[:, None]
+    ids = np.repeat([3, 7], [50, 40])
+    whole = ReplayBuffer.from_arrays(obs, obs[..., :4], obs[..., 0], np.zeros(90, bool), ids, 0)
+    goals_of = lambda t: goals[t].astype(np.float32)
+    assert goal_spread(whole, goals_of) == {3: pytest.approx(1.0), 7: pytest.approx(1.0)}
+    d = np.linalg.norm(goals[3] - goals[3].mean(axis=0), axis=1)
+    edge = whole.take(np.argsort(-d)[:5])
+    assert goal_spread(edge, goals_of) == {3: pytest.approx(np.sort(d)[-5:].mean() / d.mean(),
+                                                           rel=1e-5)}

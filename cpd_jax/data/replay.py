@@ -87,3 +87,24 @@ def select_stage(obs, actions, rewards, success, task_ids, stage: int,
     pick = lambda a: np.asarray(a)[idx]  # index first: copy only what is kept
     return ReplayBuffer.from_arrays(pick(obs), pick(actions), pick(rewards), pick(success),
                                     pick(task_ids), stage)
+
+
+GOAL = slice(36, 39)  # the goal position in a Meta-World v3 observation
+
+
+def goal_spread(buffer: ReplayBuffer, goals_of) -> dict:
+    """{task id: how far from the centre of the task's goals its replayed episodes lie}:
+    the mean distance of the replayed episodes' goals to the centroid of all the task's
+    teacher-episode goals, divided by the same mean over all those episodes (1 = as
+    spread as the data; > 1 = the selection favours the edges of the goal space).
+
+    goals_of(task id) -> float32[E, 3]: the goals of all the task's teacher episodes.
+    """
+    out = {}
+    for task in buffer.tasks():
+        goals = goals_of(int(task))
+        centroid = goals.mean(axis=0)
+        typical = np.linalg.norm(goals - centroid, axis=1).mean()
+        chosen = buffer.for_tasks([task]).obs[:, 0, GOAL]
+        out[int(task)] = float(np.linalg.norm(chosen - centroid, axis=1).mean() / typical)
+    return out
