@@ -50,8 +50,8 @@ def main(argv):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"seeds": _SEEDS.value, "rows": rows},
                                                    indent=2))
-    lines = ["X
-             "pairs |", "| --- | --- | --- |"]
+    lines = ["| replay | goal spread of the replayed episodes (1 = the data's) "
+             "| (task, seed) pairs |", "| --- | --- | --- |"]
     lines += [f"| {v} | {r['mean']:.3f} ± {r['stderr']:.3f} (std {r['std']:.3f}) "
               f"| {r['num_task_seeds']} |" for v, r in rows.items()]
     lines += ["", "Mean over the tasks in the replay buffer after the last stage (every "
