@@ -434,7 +434,7 @@ def markdown(results: dict) -> str:
                              f"| {r['ratio_to_first']:.2f} | {r['moe_ms']:.2f} "
                              f"| {r['dense_ffn_ms']:.2f} | {r['no_ffn_ms']:.2f} "
                              f"| {r['optimizer_ms']:.2f} "
-                             f"| {r.get('optimizer_flat_ms', float('nan')):.2f} |")
+                             f"| {r['optimizer_flat_ms']:.2f} |")
             lines.append("")
     if results.get("moe"):
         lines += ["MoE layer, jitted forward+backward, median ms (no token dropping):", "",
