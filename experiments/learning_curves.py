@@ -14,7 +14,9 @@ evaluated under the config's protocol (held-out goals). Curves:
   width      all 25 tasks, vs student width (--widths), --width_steps
 Runs share one teacher-data directory: a run of n episodes per task reads the first n
 episodes of the largest collection, so the episodes curve runs largest first. Finished
-points are reused. Output: `<out>.json` (per
+points are reused; with `--earlier=<an earlier <out>.json>` the points it has and the
+workdir lacks are pooled in (a committed curve extended without its runs), under the same
+evaluation protocol only. Output: `<out>.json` (per
 curve, per point: per-task and mean success, teachers' success, wall time), `<out>.md`
 and `<out>.png` / `<out>_episodes.png` / `<out>_width.png`.
 """
@@ -44,6 +46,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "seed of every run")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "runs at a time")
 _OVERRIDES = flags.DEFINE_multi_string("override", [], "extra --config.x=y for every run")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "only rebuild the report")
+_EARLIER = flags.DEFINE_string("earlier", None, "an earlier curves JSON whose points fill "
+                               "the (curve, x) points that the workdir has no run of")
 
 X_LABELS = {"step": "gradient steps", "episodes": "teacher episodes per task",
             "dim": "student width (dim)"}
@@ -87,22 +91,42 @@ def run_point(curve: str, x: int, flags_: list, root: pathlib.Path) -> None:
         f"--config.data.dir={root / 'data'}", *flags_, *_OVERRIDES.value])
 
 
-def write_report(root: pathlib.Path, specs: dict, out: pathlib.Path) -> None:
+def earlier_points(path: str | None, evaluation) -> dict:
+    """{(curve, x): point} of an earlier curves JSON at `path` ({} for None), each marked
+    `"pooled_from": path`. UsageError if it was evaluated under another protocol."""
+    if not path:
+        return {}
+    earlier = json.loads(pathlib.Path(path).read_text())
+    if evaluation is not None and earlier["evaluation"] != evaluation:
+        raise app.UsageError(f"{path} was evaluated under another protocol than the runs "
+                             f"here ({earlier['evaluation']} vs {evaluation}): not pooled")
+    return {(curve, p[c["x"]]): {**p, "pooled_from": p.get("pooled_from", path)}
+            for curve, c in earlier["curves"].items() for p in c["points"]}
+
+
+def write_report(root: pathlib.Path, specs: dict, out: pathlib.Path,
+                 earlier: str | None = None) -> None:
     from cpd_jax.evaluation import report
 
-    curves, evaluation = {}, None
+    found, evaluation = {}, None
     for curve, (x_key, points) in specs.items():
-        rows = []
-        for x in sorted(points):
+        for x in points:
             path = root / curve / str(x) / "results.json"
-            if not path.exists():
-                continue
-            r = json.loads(path.read_text())
-            evaluation = r["evaluation"]
-            rows.append({x_key: x, "mean_success": r["mean_success"],
-                         "teacher_mean_success": r["teacher_mean_success"],
-                         "per_task": {t: v["success_rate"] for t, v in r["per_task"].items()},
-                         "train_time_s": r["time_s"]["train"], "wall_time_s": r["wall_time_s"]})
+            if path.exists():
+                r = json.loads(path.read_text())
+                evaluation = r["evaluation"]
+                found[curve, x] = {
+                    x_key: x, "mean_success": r["mean_success"],
+                    "teacher_mean_success": r["teacher_mean_success"],
+                    "per_task": {t: v["success_rate"] for t, v in r["per_task"].items()},
+                    "train_time_s": r["time_s"]["train"], "wall_time_s": r["wall_time_s"]}
+    pooled = earlier_points(earlier, evaluation)
+    if evaluation is None and pooled:
+        evaluation = json.loads(pathlib.Path(earlier).read_text())["evaluation"]
+    curves = {}
+    for curve, (x_key, points) in specs.items():
+        rows = [found.get((curve, x), pooled.get((curve, x))) for x in sorted(points)]
+        rows = [r for r in rows if r is not None]
         if rows:
             curves[curve] = {"x": x_key, "points": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -116,6 +140,11 @@ def write_report(root: pathlib.Path, specs: dict, out: pathlib.Path) -> None:
                          f"| {100 * p['teacher_mean_success']:.1f} | "
                          f"{p['mean_success'] / p['teacher_mean_success']:.2f} | "
                          f"{p['train_time_s']:.0f} |")
+    reused = [f"{curve} {c['x']} {p[c['x']]} ({p['pooled_from']})"
+              for curve, c in curves.items() for p in c["points"] if "pooled_from" in p]
+    if reused:
+        lines += ["", "Points pooled from an earlier report (no run in this workdir): "
+                  + ", ".join(reused) + "."]
     lines += ["", report.evaluation_note(evaluation)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     for x_key, suffix in (("step", ""), ("episodes", "_episodes"), ("dim", "_width")):
@@ -140,7 +169,7 @@ def main(argv):
         with futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
             for f in [pool.submit(run_point, c, x, fl, root) for c, x, fl in jobs]:
                 f.result()
-    write_report(root, specs, pathlib.Path(_OUT.value))
+    write_report(root, specs, pathlib.Path(_OUT.value), _EARLIER.value)
 
 
 if __name__ == "__main__":

@@ -88,3 +88,41 @@ def test_report_pools_an_earlier_tables_seeds_and_refuses_other_flags(tmp_path):
     refused = _report(tmp_path / "other", tmp_path / "old" / "table2.json", "1")
     assert refused.returncode != 0 and "other flags" in refused.stderr
     assert not (tmp_path / "other" / "table2.json").exists()
+
+
+# --- learning_curves.py --earlier: a committed curve extended with new points ----------
+
+def _joint_run(workdir: pathlib.Path, success: float, evaluation: dict) -> None:
+    workdir.mkdir(parents=True)
+    (workdir / "results.json").write_text(json.dumps({
+        "mean_success": success, "teacher_mean_success": 1.0,
+        "per_task": {"reach-v3": {"success_rate": success}}, "time_s": {"train": 1.0},
+        "wall_time_s": 2.0, "evaluation": evaluation}))
+
+
+def _curves_report(workdir, earlier):
+    import subprocess
+    root = pathlib.Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, str(root / "experiments" / "learning_curves.py"), "--report_only",
+         f"--workdir={workdir}", "--curves=mt25", "--mt25_steps=5000,10000,20000",
+         f"--out={workdir / 'lc'}", f"--earlier={earlier}"],
+        cwd=root, capture_output=True, text=True)
+
+
+def test_curves_pool_an_earlier_reports_points_the_workdir_lacks(tmp_path):
+    _joint_run(tmp_path / "old" / "mt25" / "10000", 0.9, EVALUATION)
+    _joint_run(tmp_path / "old" / "mt25" / "5000", 0.1, EVALUATION)
+    assert _curves_report(tmp_path / "old", "").returncode == 0
+    _joint_run(tmp_path / "new" / "mt25" / "5000", 0.7, EVALUATION)
+    done = _curves_report(tmp_path / "new", tmp_path / "old" / "lc.json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    points = json.loads((tmp_path / "new" / "lc.json").read_text())["curves"]["mt25"]["points"]
+    # the workdir's own run wins over the earlier report's point at the same x
+    assert [(p["step"], p["mean_success"]) for p in points] == [(5000, 0.7), (10000, 0.9)]
+    assert "pooled_from" not in points[0] and points[1]["pooled_from"].endswith("lc.json")
+    assert "pooled from an earlier report" in (tmp_path / "new" / "lc.md").read_text()
+    _joint_run(tmp_path / "other" / "mt25" / "5000", 0.7, {**EVALUATION, "protocol": "x"})
+    refused = _curves_report(tmp_path / "other", tmp_path / "old" / "lc.json")
+    assert refused.returncode != 0 and "another protocol" in refused.stderr
+    assert not (tmp_path / "other" / "lc.json").exists()

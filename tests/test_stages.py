@@ -156,3 +156,18 @@ def test_contrastive_task_context_trains_an_encoder_and_restores_it(tmp_path, sh
     *_, encoder = evaluate_checkpoint.restore_student(tmp_path / "checkpoints")
     for a, b in zip(jax.tree.leaves(encoder), jax.tree.leaves(out["state"].encoder)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_fresh_student_per_stage_fits_its_own_obs_norm(tmp_path, shared_data):
+    from cpd_jax.data import collection
+    c = tiny_continual_config("independent")
+    c.data.dir = str(shared_data)
+    out = stages.run_continual(c, tmp_path, max_stages=2)
+    obs = [collection.collect_or_load(c, t, shared_data).obs for t in TASKS[:2]]
+    second = obs[1].reshape(-1, 39).astype(np.float64)
+    std = second.std(0)
+    np.testing.assert_allclose(out["state"].obs_norm.mean, second.mean(0), atol=1e-5)
+    np.testing.assert_allclose(out["state"].obs_norm.std,
+                               np.where(std < 1e-6, 1.0, np.maximum(std, 1e-2)), rtol=1e-4)
+    first = obs[0].reshape(-1, 39)
+    assert not np.allclose(out["state"].obs_norm.mean, first.mean(0), atol=1e-3)

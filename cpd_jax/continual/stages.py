@@ -227,9 +227,9 @@ def _run_continual(config, workdir, max_stages, writer) -> dict:
             config, stages[k] if method.fresh_student else seen,
             collection.heldout_data_dir(config, workdir), collection.heldout_variations(config),
             what=f"stage {k + 1} held-out teacher episodes")
-        if run is None or method.fresh_student:
+        if run is None or method.fresh_student:  # a new student fits its own normaliser
             _, params = init_student(config, k_init)
-            obs_norm = run.obs_norm if run else fit_obs_norm(
+            obs_norm = fit_obs_norm(
                 np.concatenate([d.obs.reshape(-1, d.obs.shape[-1]) for d in data]))
             num_old, prev_params = 0, None
         else:

@@ -39,17 +39,32 @@ class ObsNorm:
     Meta-World features move over a few centimetres (std ~0.05), so without it the goal
     and hand positions barely register against the learned embeddings. Fit once on the
     first data the student sees and keep it fixed afterwards (continual stages must not
-    shift the input space under old tasks).
+    shift the input space under old tasks); a fresh student per stage fits its own.
     """
 
     mean: jax.Array
     std: jax.Array
 
 
+# A feature whose std over the fitting data is below this never varies there.
+CONSTANT_STD = 1e-6
+
+
+def feature_scale(std, min_std: float) -> jax.Array:
+    """Per-feature divisor float32[F] from the std float[F] of the fitting data: floored at
+    `min_std`, except that a feature that never varies there (a second object's pose in
+    single-object tasks) keeps unit scale. Statistics are fit once and kept for later
+    stages, so a floor would multiply such a feature by 1 / min_std as soon as a later
+    task exercises it (stick-pull's stick after stage 1's tasks: x100, and every method
+    but the ones that retrain the input layer failed the task)."""
+    std = jnp.asarray(std, jnp.float32)
+    return jnp.where(std < CONSTANT_STD, 1.0, jnp.maximum(std, min_std))
+
+
 def fit_obs_norm(obs, min_std: float = 1e-2) -> ObsNorm:
-    """ObsNorm from float[..., 39] observations; constant features get std `min_std`."""
+    """ObsNorm from float[..., 39] observations (std as `feature_scale`)."""
     flat = jnp.asarray(obs, jnp.float32).reshape(-1, obs.shape[-1])
-    return ObsNorm(mean=jnp.mean(flat, 0), std=jnp.maximum(jnp.std(flat, 0), min_std))
+    return ObsNorm(mean=jnp.mean(flat, 0), std=feature_scale(jnp.std(flat, 0), min_std))
 
 
 def obs_norm_to_tree(norm: ObsNorm) -> dict:

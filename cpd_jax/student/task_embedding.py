@@ -39,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from cpd_jax.student.inputs import feature_scale
+
 STEP_FEATURES = 39 + 4 + 1  # state, action, reward
 _NORM_EPS = 1e-8
 
@@ -168,11 +170,11 @@ def make_windows(obs, actions, rewards, window: int, stride: int | None = None,
 
 
 def input_statistics(windows: Windows, min_std: float):
-    """Mean and std (floored at min_std) f32[44] of the valid steps' features."""
+    """Mean and std f32[44] of the valid steps' features (std as `inputs.feature_scale`:
+    the statistics stay with the warm-started encoder for later stages' tasks)."""
     x = np.asarray(step_features(windows.obs, windows.actions, windows.rewards))
     x = x[np.asarray(windows.valid)]
-    return (jnp.asarray(x.mean(0), jnp.float32),
-            jnp.asarray(np.maximum(x.std(0), min_std), jnp.float32))
+    return jnp.asarray(x.mean(0), jnp.float32), feature_scale(x.std(0), min_std)
 
 
 def init_params(key, config: TaskEncoderConfig, input_mean, input_std):
