@@ -140,11 +140,14 @@ def write_report(root: pathlib.Path, specs: dict, out: pathlib.Path,
                          f"| {100 * p['teacher_mean_success']:.1f} | "
                          f"{p['mean_success'] / p['teacher_mean_success']:.2f} | "
                          f"{p['train_time_s']:.0f} |")
-    reused = [f"{curve} {c['x']} {p[c['x']]} ({p['pooled_from']})"
-              for curve, c in curves.items() for p in c["points"] if "pooled_from" in p]
-    if reused:
-        lines += ["", "Points pooled from an earlier report (no run in this workdir): "
-                  + ", ".join(reused) + "."]
+    reused = {}  # {source: [points pooled from it]}
+    for curve, c in curves.items():
+        for p in c["points"]:
+            if "pooled_from" in p:
+                reused.setdefault(p["pooled_from"], []).append(f"{curve} {c['x']} {p[c['x']]}")
+    for source, points in reused.items():
+        lines += ["", f"Points pooled from an earlier report, {source} (no run in this "
+                  f"workdir): {', '.join(points)}."]
     lines += ["", report.evaluation_note(evaluation)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     for x_key, suffix in (("step", ""), ("episodes", "_episodes"), ("dim", "_width")):
