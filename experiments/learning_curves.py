@@ -91,17 +91,19 @@ def run_point(curve: str, x: int, flags_: list, root: pathlib.Path) -> None:
         f"--config.data.dir={root / 'data'}", *flags_, *_OVERRIDES.value])
 
 
-def earlier_points(path: str | None, evaluation) -> dict:
-    """{(curve, x): point} of an earlier curves JSON at `path` ({} for None), each marked
-    `"pooled_from": path`. UsageError if it was evaluated under another protocol."""
+def earlier_points(path: str | None, evaluation) -> tuple[dict, dict | None]:
+    """({(curve, x): point} of an earlier curves JSON at `path`, each marked
+    `"pooled_from": path`; the evaluation protocol of the whole report): ({}, evaluation)
+    for no path. UsageError if it was evaluated under another protocol."""
     if not path:
-        return {}
+        return {}, evaluation
     earlier = json.loads(pathlib.Path(path).read_text())
     if evaluation is not None and earlier["evaluation"] != evaluation:
         raise app.UsageError(f"{path} was evaluated under another protocol than the runs "
                              f"here ({earlier['evaluation']} vs {evaluation}): not pooled")
-    return {(curve, p[c["x"]]): {**p, "pooled_from": p.get("pooled_from", path)}
-            for curve, c in earlier["curves"].items() for p in c["points"]}
+    points = {(curve, p[c["x"]]): {**p, "pooled_from": p.get("pooled_from", path)}
+              for curve, c in earlier["curves"].items() for p in c["points"]}
+    return points, earlier["evaluation"]
 
 
 def write_report(root: pathlib.Path, specs: dict, out: pathlib.Path,
@@ -120,9 +122,7 @@ def write_report(root: pathlib.Path, specs: dict, out: pathlib.Path,
                     "teacher_mean_success": r["teacher_mean_success"],
                     "per_task": {t: v["success_rate"] for t, v in r["per_task"].items()},
                     "train_time_s": r["time_s"]["train"], "wall_time_s": r["wall_time_s"]}
-    pooled = earlier_points(earlier, evaluation)
-    if evaluation is None and pooled:
-        evaluation = json.loads(pathlib.Path(earlier).read_text())["evaluation"]
+    pooled, evaluation = earlier_points(earlier, evaluation)
     curves = {}
     for curve, (x_key, points) in specs.items():
         rows = [found.get((curve, x), pooled.get((curve, x))) for x in sorted(points)]
