@@ -6,6 +6,8 @@ Tests that use the same config also share the compiled functions (`rl.ppo.runner
 them per config), which is why these configs are defined once.
 """
 
+import numpy as np
+
 from cpd_jax.configs import mt25_5stage_cpu, teachers_ppo_cpu
 
 # Three point-mass goals of the toy PPO env (cpd_jax.envs.toy_envs).
@@ -93,3 +95,11 @@ def tiny_two_stage_config(every_steps: int = 2):
     c.checkpoint.every_steps = every_steps
     c.eval.episodes_per_task = c.eval.mse_episodes_per_task = 1
     return c
+
+
+def numpy_feature_scale(x, min_std: float) -> np.ndarray:
+    """The input-statistics divisor of float[N, F] data, in float64 numpy (the reference
+    for `inputs.feature_scale`): 1 for a feature that never varies, else its std floored
+    at `min_std`."""
+    std = np.asarray(x, np.float64).std(0)
+    return np.where(std < 1e-6, 1.0, np.maximum(std, min_std))

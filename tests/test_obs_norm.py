@@ -5,11 +5,7 @@ import numpy as np
 
 from cpd_jax.student import task_embedding
 from cpd_jax.student.inputs import fit_obs_norm
-
-
-def _numpy_scale(x: np.ndarray, min_std: float) -> np.ndarray:
-    std = x.astype(np.float64).std(0)
-    return np.array([1.0 if s < 1e-6 else max(s, min_std) for s in std])
+from tests.helpers import numpy_feature_scale
 
 
 def test_obs_norm_keeps_unit_scale_for_features_the_data_never_exercises():
@@ -20,7 +16,7 @@ def test_obs_norm_keeps_unit_scale_for_features_the_data_never_exercises():
     obs[:, 36:] = 0.7  # constant, non-zero
     norm = fit_obs_norm(obs)
     np.testing.assert_allclose(norm.mean, obs.mean(0), atol=1e-5)
-    np.testing.assert_allclose(norm.std, _numpy_scale(obs, 1e-2), rtol=1e-5)
+    np.testing.assert_allclose(norm.std, numpy_feature_scale(obs, 1e-2), rtol=1e-5)
     assert norm.std[3] == np.float32(1e-2) and norm.std[11] == 1.0 and norm.std[36] == 1.0
     # a later task's second object (zero in every fitting observation) enters unscaled
     later = np.zeros(39, np.float32)
@@ -39,5 +35,5 @@ def test_encoder_input_statistics_use_the_same_rule():
     x = np.asarray(task_embedding.step_features(windows.obs, windows.actions,
                                                 windows.rewards)).reshape(-1, 44)
     np.testing.assert_allclose(mean, x.mean(0), atol=1e-6)
-    np.testing.assert_allclose(std, _numpy_scale(x, 1e-3), rtol=1e-5)
+    np.testing.assert_allclose(std, numpy_feature_scale(x, 1e-3), rtol=1e-5)
     assert std[11] == 1.0  # a padded obs feature: unit scale, not x1000
