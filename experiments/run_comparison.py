@@ -37,11 +37,13 @@ _EARLIER = flags.DEFINE_string(
 
 ISOLATED = "cpd_jax/configs/mt25_5stage_cpu_isolated.py"
 UNIFORM = "--config.distill.sampling=episode"  # the paper's draws: uniform over episodes
+TOP2 = "--config.student.top_k=2"  # each token to its 2 best experts (the top-k ablation)
 # Rows of the table beyond the methods: name -> (method, config file or None for
 # --config, config overrides). The paper's three ablations are "ours" with one flag
 # changed; ours_isolated is ours with the extensions of mt25_5stage_cpu_isolated.py;
 # "_uniform" rows draw windows uniformly over stage data + replay as the paper does,
-# instead of the CPU config's task-balanced draws.
+# instead of the CPU config's task-balanced draws; "_top2" rows route each token to its
+# two best experts (Switch routing is top-1), every method alike so that they compare.
 VARIANTS = {
     "no_te": ("ours", None, ["--config.student.task_context=none"]),
     "no_shared_frozen": ("ours", None, ["--config.continual.backbone=trainable"]),
@@ -50,6 +52,10 @@ VARIANTS = {
     "ours_uniform": ("ours", None, [UNIFORM]),
     "ours_isolated_uniform": ("ours", ISOLATED, [UNIFORM]),
     "replay_only_uniform": ("replay_only", None, [UNIFORM]),
+    "ours_top2": ("ours", None, [TOP2]),
+    "ours_isolated_uniform_top2": ("ours", ISOLATED, [UNIFORM, TOP2]),
+    "replay_only_top2": ("replay_only", None, [TOP2]),
+    "independent_top2": ("independent", None, [TOP2]),
 }
 
 
