@@ -473,19 +473,25 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict:
 
 
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any],
-                       ignore: Iterable[str] = ()) -> dict:
+                       ignore: Iterable[str] = (),
+                       defaults: Mapping[str, Any] | None = None) -> dict:
     """{dotted.key: (saved value, current value)} for keys that differ (missing -> None).
 
     Values are compared after a JSON round trip (tuples == lists). `ignore` holds dotted
-    keys or prefixes ("eval" ignores every eval.* field).
+    keys or prefixes ("eval" ignores every eval.* field). `defaults` (the base config):
+    a key the saved config lacks is no difference where the current value is its default,
+    since a field added to the code after the run was saved defaults to the old behaviour.
     """
     a = _flatten(_normalise_json(saved))
     b = _flatten(_normalise_json(current))
+    base = _flatten(_normalise_json(defaults or {}))
     ignore = tuple(ignore)
     skip = lambda k: any(k == i or k.startswith(i + ".") for i in ignore)
     missing = object()
+    added_at_default = lambda k: k not in a and k in base and b.get(k, missing) == base[k]
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if not skip(k) and a.get(k, missing) != b.get(k, missing)}
+            if not skip(k) and not added_at_default(k)
+            and a.get(k, missing) != b.get(k, missing)}
 
 
 def _short(value, limit: int = 60) -> str:
@@ -495,12 +501,13 @@ def _short(value, limit: int = 60) -> str:
 
 def verify_config(metadata: Mapping[str, Any], config_dict: Mapping[str, Any],
                   ignore: Iterable[str] = (),
-                  fix: str = "use the config the checkpoint was saved with") -> None:
+                  fix: str = "use the config the checkpoint was saved with",
+                  defaults: Mapping[str, Any] | None = None) -> None:
     """Raises UserError, one line naming every config field that differs from the
-    checkpoint's (saved and current values) and then `fix`."""
+    checkpoint's (saved and current values; `config_differences`) and then `fix`."""
     if "config" not in metadata:
         raise UserError(f"checkpoint metadata has no 'config' to verify against; {fix}")
-    diff = config_differences(metadata["config"], config_dict, ignore)
+    diff = config_differences(metadata["config"], config_dict, ignore, defaults)
     if diff:
         where = f" (checkpoint step {metadata['step_id']})" if "step_id" in metadata else ""
         values = "; ".join(f"{k}: saved {_short(s)}, now {_short(c)}"

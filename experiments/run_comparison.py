@@ -43,7 +43,9 @@ TOP2 = "--config.student.top_k=2"  # each token to its 2 best experts (the top-k
 # changed; ours_isolated is ours with the extensions of mt25_5stage_cpu_isolated.py;
 # "_uniform" rows draw windows uniformly over stage data + replay as the paper does,
 # instead of the CPU config's task-balanced draws; "_top2" rows route each token to its
-# two best experts (Switch routing is top-1), every method alike so that they compare.
+# two best experts (Switch routing is top-1), every method alike so that they compare;
+# "_trainable_backbone" trains the shared layers at every stage (as no_shared_frozen);
+# "_feature_anchor" does too, and keeps old tasks' MoE inputs where they were.
 VARIANTS = {
     "no_te": ("ours", None, ["--config.student.task_context=none"]),
     "no_shared_frozen": ("ours", None, ["--config.continual.backbone=trainable"]),
@@ -56,6 +58,13 @@ VARIANTS = {
     "ours_isolated_uniform_top2": ("ours", ISOLATED, [UNIFORM, TOP2]),
     "replay_only_top2": ("replay_only", None, [TOP2]),
     "independent_top2": ("independent", None, [TOP2]),
+    "ours_isolated_trainable_backbone": (
+        "ours", ISOLATED, ["--config.continual.backbone=trainable"]),
+    "ours_isolated_uniform_trainable_backbone": (
+        "ours", ISOLATED, [UNIFORM, "--config.continual.backbone=trainable"]),
+    "ours_isolated_uniform_feature_anchor": (
+        "ours", ISOLATED, [UNIFORM, "--config.continual.backbone=trainable",
+                           "--config.continual.feature_anchor_coef=1.0"]),
 }
 
 

@@ -80,6 +80,7 @@ def test_traceback_flag_shows_the_traceback(tmp_path):
     ("continual.replay_fraction", 1.5), ("continual.phase1_fraction", 1.0),
     ("continual.phase1_fraction", 0.0), ("continual.new_experts_per_stage", -1),
     ("data.episodes_per_task", 0), ("eval.episodes_per_task", 0),
+    ("continual.feature_anchor_coef", -1.0), ("continual.route_anchor_coef", -0.5),
     ("student.task_context", "text"), ("distill.lr_schedule", "linear"),
 ])
 def test_check_config_names_the_out_of_range_field(field, value):

@@ -158,6 +158,36 @@ def test_each_method_builds_its_own_penalty_and_loads_old_data_only_for_ewc(
     assert at(moved) > 1e-4
 
 
+def test_feature_anchor_sees_old_tasks_backbone_drift_only(fake_trajectories):
+    """ours with continual.feature_anchor_coef: 0 at the previous student, positive once
+    the backbone moves, blind to the new task's windows, and its gradient reaches the
+    backbone through the forward pass's aux (the value itself: test_penalties)."""
+    c = _config()
+    c.continual.feature_anchor_coef = 1.0
+    previous, params = _previous(c, fake_trajectories, [])
+    penalty_fn = methods.get_method("ours").penalty(c, previous, jax.random.PRNGKey(3))
+    source = distillation.make_window_source(
+        [fake_trajectories("reach-v3", n=4), fake_trajectories("push-v3", n=4, seed=1)], L)
+    history, _ = distillation.sample_batch(jax.random.PRNGKey(4), source, 16)
+    is_new = np.asarray(history.task_id) != 0
+    assert is_new.any() and not is_new.all()
+
+    def at(p, inputs):
+        _, aux = previous.model.apply({"params": p}, inputs, history.valid)
+        return penalty_fn(p, inputs, history.valid, task_id=history.task_id, aux=aux)
+
+    inputs = student_inputs(c.student.task_context, history, None, previous.obs_norm)
+    kernel = params["embed"]["kernel"]  # a shift equal over features would be undone by
+    noise = 0.05 * np.random.default_rng(5).normal(size=kernel.shape)  # the LayerNorm
+    moved = dict(params, embed=dict(params["embed"], kernel=kernel + noise))
+    assert float(at(params, inputs)) == 0.0
+    assert float(at(moved, inputs)) > 1e-4
+    other_new_rows = np.where(is_new[:, None, None], inputs + 1.0, inputs)
+    assert float(at(moved, other_new_rows)) == pytest.approx(float(at(moved, inputs)))
+    grad = jax.grad(at)(moved, inputs)
+    assert float(np.abs(grad["embed"]["kernel"]).max()) > 0.0
+
+
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
 def test_each_method_builds_its_own_phase_optimizer(name):
     """Freezing methods train stage 2 in two phases with a frozen mask that keeps the

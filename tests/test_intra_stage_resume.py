@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from cpd_jax import checkpointing, distillation
+from cpd_jax.configs import default as default_config
 from cpd_jax.continual import state as run_state
 from cpd_jax.data.rollouts import Trajectories
 from cpd_jax.errors import UserError
@@ -127,6 +128,18 @@ def test_a_checkpoint_from_before_the_cadence_field_still_resumes():
     del saved["checkpoint"]["every_steps"]  # as in a run made before intra-stage saves
     checkpointing.verify_config({"config": saved}, c.to_dict(),
                                 ignore=run_state.RESUMABLE_FIELDS)  # no UserError
+
+
+def test_a_field_added_after_the_save_resumes_at_its_default_only():
+    c = tiny_two_stage_config()
+    saved = c.to_dict()
+    del saved["continual"]["feature_anchor_coef"]  # as in a run made before the field
+    defaults = default_config.get_config().to_dict()
+    checkpointing.verify_config({"config": saved}, c.to_dict(), defaults=defaults)
+    c.continual.feature_anchor_coef = 0.5
+    with pytest.raises(UserError, match=r"1 field\(s\): continual.feature_anchor_coef "
+                       r"\(continual.feature_anchor_coef: saved None, now 0.5\)"):
+        checkpointing.verify_config({"config": saved}, c.to_dict(), defaults=defaults)
 
 
 def test_nested_checkpointer_is_invisible_to_the_outer_one_and_restructure_checks(tmp_path):

@@ -1,5 +1,6 @@
-"""EWC and KL penalties against numpy: the diagonal Fisher of a linear model from its
-analytic gradient, the EWC quadratic by hand, and the KL term's minimum at the anchor."""
+"""EWC, KL and isolation penalties against numpy: the diagonal Fisher of a linear model
+from its analytic gradient, the EWC quadratic by hand, the KL term's minimum at the anchor,
+and the isolation terms by a loop over tokens and layers."""
 
 import jax
 import jax.numpy as jnp
@@ -68,3 +69,56 @@ def test_kl_penalty_is_zero_with_zero_gradient_at_the_anchor_and_grows_away():
     moved = dict(anchor, b=anchor["b"] + 0.5)
     # shifting every action mean by 0.5 costs coef * 0.25 (masked MSE of the means)
     np.testing.assert_allclose(float(pen(moved, x, valid)), 2.0 * 0.25, rtol=1e-5)
+
+
+class FixedAuxModel:
+    """A stand-in for the previous stage's student whose aux is given."""
+
+    def __init__(self, aux):
+        self.aux = aux
+
+    def apply(self, variables, inputs, valid):
+        del variables, valid
+        return inputs, self.aux
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_isolation_penalty_matches_a_loop_over_tokens_and_layers():
+    rng = np.random.default_rng(3)
+    blocks, b, length, dim, e_old, e_new = 2, 3, 4, 5, 3, 2
+    n = b * length
+    valid = rng.random((b, length)) > 0.3
+    valid[:, 0] = True
+    task_id = np.array([7, 2, 7], np.int32)  # task 7 is old, task 2 new
+    prev = {"router_probs": _softmax(rng.normal(size=(blocks, n, e_old))),
+            "moe_inputs": rng.normal(size=(blocks, b, length, dim))}
+    now = {"router_probs": _softmax(rng.normal(size=(blocks, n, e_old + e_new))),
+           "moe_inputs": rng.normal(size=(blocks, b, length, dim))}
+    coefs = (0.7, 0.3, 2.0)
+    pen = penalties.isolation_penalty(FixedAuxModel(prev), {}, [7, 11], *coefs)
+    got = float(pen({}, np.zeros((b, length, 1), np.float32), valid,
+                    task_id=task_id, aux=jax.tree.map(jnp.asarray, now)))
+
+    kl, to_new, drift, n_old, n_new = 0.0, 0.0, 0.0, 0, 0
+    for i in range(b):
+        for t in range(length):
+            if not valid[i, t]:
+                continue
+            token = i * length + t
+            for layer in range(blocks):
+                p, q = prev["router_probs"][layer, token], now["router_probs"][layer, token]
+                if task_id[i] == 7:
+                    kl += np.sum(p * (np.log(p) - np.log(q[:e_old])))
+                    diff = now["moe_inputs"][layer, i, t] - prev["moe_inputs"][layer, i, t]
+                    drift += np.mean(diff ** 2)
+                else:
+                    to_new -= np.log(q[e_old:].sum())
+            n_old += task_id[i] == 7
+            n_new += task_id[i] != 7
+    want = (coefs[0] * kl / (blocks * n_old) + coefs[1] * to_new / (blocks * n_new)
+            + coefs[2] * drift / (blocks * n_old))
+    np.testing.assert_allclose(got, want, rtol=1e-4)

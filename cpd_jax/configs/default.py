@@ -1,6 +1,8 @@
 """Paper defaults (Tables 4 and 6): joint distillation of MT10 with scripted teachers.
 
-Every other config starts from this one and changes only what it must.
+Every other config starts from this one and changes only what it must. A field added
+later defaults to the behaviour from before it, so that runs saved before it still resume
+(`checkpointing.config_differences`).
 """
 
 import ml_collections
@@ -84,6 +86,11 @@ def get_config() -> ml_collections.ConfigDict:
     # experts) on the stage's new tasks' tokens sends new tasks to the new experts.
     c.continual.route_anchor_coef = 0.0
     c.continual.route_new_coef = 0.0
+    # Feature anchor at stages >= 2 (an extension, 0 = the paper): coef * mean squared
+    # drift of old tasks' MoE-layer inputs from the previous stage's student, on their
+    # (replay) tokens. It lets a trainable backbone (continual.backbone) learn new tasks
+    # while old tasks' frozen experts keep reading what they were trained on.
+    c.continual.feature_anchor_coef = 0.0
     c.continual.freeze_gating = True  # False = "No Freeze-Gating" ablation (one phase)
     c.continual.phase1_fraction = 0.5  # share of a stage's steps in phase 1
     c.continual.replay_fraction = 0.1  # replay budget: <= 10% of a stage's trajectories

@@ -101,16 +101,17 @@ class Method:
         return tx, None
 
     def penalty(self, config, previous: Previous | None, key) -> Callable | None:
-        """The stage's penalty_fn (None for none): the routing terms for a method that
-        grows experts when `continual.route_anchor_coef`/`route_new_coef` are set, else
-        the method's anchor. None at the first stage or with a fresh student."""
+        """The stage's penalty_fn (None for none): the isolation terms for a method that
+        grows experts when `continual.route_anchor_coef`/`route_new_coef`/
+        `feature_anchor_coef` are set, else the method's anchor. None at the first stage
+        or with a fresh student."""
         if previous is None:
             return None
         cont = config.continual
-        if self.expand and (cont.route_anchor_coef > 0 or cont.route_new_coef > 0):
-            return penalties.routing_penalty(previous.model, previous.params,
-                                             previous.old_task_ids, cont.route_anchor_coef,
-                                             cont.route_new_coef)
+        coefs = (cont.route_anchor_coef, cont.route_new_coef, cont.feature_anchor_coef)
+        if self.expand and any(c > 0 for c in coefs):
+            return penalties.isolation_penalty(previous.model, previous.params,
+                                               previous.old_task_ids, *coefs)
         if self.anchor is None:
             return None
         return self.anchor(config, previous, key)

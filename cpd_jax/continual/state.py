@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 
 from cpd_jax import checkpointing, parallel
+from cpd_jax.configs import default as default_config
 from cpd_jax.data import replay as replay_lib
 from cpd_jax.errors import UserError
 from cpd_jax.student import num_experts
@@ -96,6 +97,7 @@ def restore_run(ckpt, config) -> RunState | None:
     checkpointing.check_format(meta, CHECKPOINT_FORMAT, str(ckpt.directory),
                                "use a fresh --workdir")
     checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
+                                defaults=default_config.get_config().to_dict(),
                                 fix="rerun with the run's config and --config overrides, "
                                 "or use a fresh --workdir")
     tree, meta = ckpt.restore()
@@ -148,6 +150,7 @@ def restore_progress(ckpt, config, stages_done: int, steps_done: int
         raise UserError(f"{ckpt.directory} holds stage {meta['stage']}'s progress but the "
                         f"run's checkpoints end after stage {stages_done}; {fix}")
     checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
+                                defaults=default_config.get_config().to_dict(),
                                 fix=f"rerun with the run's config and --config overrides, "
                                 f"or {fix}")
     try:

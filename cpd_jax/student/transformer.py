@@ -61,13 +61,15 @@ class Block(nn.Module):
         y, routing, aux = MoE(num_experts=s.num_experts, hidden=s.mlp_multiplier * s.dim,
                               top_k=s.top_k, capacity_factor=s.capacity_factor,
                               name="moe")(h.reshape(b * length, d), valid.reshape(-1))
-        return x + y.reshape(b, length, d), routing, aux
+        return x + y.reshape(b, length, d), routing, aux, h
 
 
 class Student(nn.Module):
     """Maps (inputs float32[B, L, 39 + C], valid bool[B, L]) to
     (actions float32[B, L, A], aux dict with 'aux_loss' float32[] (mean over blocks),
-    'expert_index' int32[num_blocks, B*L, k] and 'router_probs' float32[num_blocks, B*L, E]).
+    'expert_index' int32[num_blocks, B*L, k], 'router_probs' float32[num_blocks, B*L, E]
+    and 'moe_inputs' float32[num_blocks, B, L, dim], what each MoE layer's router and
+    experts read: the feature anchor of `continual.penalties.isolation_penalty`).
 
     The first 39 input features are the observation, the other C the task context
     (one-hot id or contrastive z, `cpd_jax.student.inputs`). The input projection is
@@ -92,13 +94,15 @@ class Student(nn.Module):
         pos = self.param("pos_embed", nn.initializers.normal(0.02), (s.seq_len, s.dim))
         x = x + pos[:length]
         mask = attention_mask(valid)
-        aux_losses, indices, probs = [], [], []
+        aux_losses, indices, probs, moe_inputs = [], [], [], []
         for i in range(s.num_blocks):
-            x, routing, aux = Block(s, name=f"block_{i}")(x, mask, valid)
+            x, routing, aux, h = Block(s, name=f"block_{i}")(x, mask, valid)
             aux_losses.append(aux)
             indices.append(routing.expert_index)
             probs.append(routing.router_probs)
+            moe_inputs.append(h)
         x = nn.LayerNorm(name="ln_final")(x)
         actions = nn.Dense(s.action_dim, name="action_head")(x)
         return actions, {"aux_loss": jnp.mean(jnp.stack(aux_losses)),
-                         "expert_index": jnp.stack(indices), "router_probs": jnp.stack(probs)}
+                         "expert_index": jnp.stack(indices), "router_probs": jnp.stack(probs),
+                         "moe_inputs": jnp.stack(moe_inputs)}
