@@ -38,6 +38,7 @@ _EARLIER = flags.DEFINE_string(
 ISOLATED = "cpd_jax/configs/mt25_5stage_cpu_isolated.py"
 UNIFORM = "--config.distill.sampling=episode"  # the paper's draws: uniform over episodes
 TOP2 = "--config.student.top_k=2"  # each token to its 2 best experts (the top-k ablation)
+TRAINABLE_BACKBONE = "--config.continual.backbone=trainable"  # shared layers train every stage
 # Rows of the table beyond the methods: name -> (method, config file or None for
 # --config, config overrides). The paper's three ablations are "ours" with one flag
 # changed; ours_isolated is ours with the extensions of mt25_5stage_cpu_isolated.py;
@@ -48,7 +49,7 @@ TOP2 = "--config.student.top_k=2"  # each token to its 2 best experts (the top-k
 # "_feature_anchor" does too, and keeps old tasks' MoE inputs where they were.
 VARIANTS = {
     "no_te": ("ours", None, ["--config.student.task_context=none"]),
-    "no_shared_frozen": ("ours", None, ["--config.continual.backbone=trainable"]),
+    "no_shared_frozen": ("ours", None, [TRAINABLE_BACKBONE]),
     "no_freeze_gating": ("ours", None, ["--config.continual.freeze_gating=False"]),
     "ours_isolated": ("ours", ISOLATED, []),
     "ours_uniform": ("ours", None, [UNIFORM]),
@@ -58,12 +59,11 @@ VARIANTS = {
     "ours_isolated_uniform_top2": ("ours", ISOLATED, [UNIFORM, TOP2]),
     "replay_only_top2": ("replay_only", None, [TOP2]),
     "independent_top2": ("independent", None, [TOP2]),
-    "ours_isolated_trainable_backbone": (
-        "ours", ISOLATED, ["--config.continual.backbone=trainable"]),
+    "ours_isolated_trainable_backbone": ("ours", ISOLATED, [TRAINABLE_BACKBONE]),
     "ours_isolated_uniform_trainable_backbone": (
-        "ours", ISOLATED, [UNIFORM, "--config.continual.backbone=trainable"]),
+        "ours", ISOLATED, [UNIFORM, TRAINABLE_BACKBONE]),
     "ours_isolated_uniform_feature_anchor": (
-        "ours", ISOLATED, [UNIFORM, "--config.continual.backbone=trainable",
+        "ours", ISOLATED, [UNIFORM, TRAINABLE_BACKBONE,
                            "--config.continual.feature_anchor_coef=1.0"]),
 }
 

@@ -88,6 +88,15 @@ def save_run(ckpt, run: RunState, config) -> None:
     ckpt.save(run.stages_done, tree, meta)
 
 
+def _verify_resumable_config(meta, config, fix: str) -> None:
+    """UserError unless `config` resumes the run saved with `meta`: fields other than
+    RESUMABLE_FIELDS equal, and a field added to the code since then at its default."""
+    checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
+                                defaults=default_config.get_config().to_dict(),
+                                fix=f"rerun with the run's config and --config overrides, "
+                                f"or {fix}")
+
+
 def restore_run(ckpt, config) -> RunState | None:
     """The state after the last finished stage in `ckpt` (None for a new run); UserError
     for a checkpoint of another format or config."""
@@ -96,10 +105,7 @@ def restore_run(ckpt, config) -> RunState | None:
     meta = ckpt.restore_metadata()
     checkpointing.check_format(meta, CHECKPOINT_FORMAT, str(ckpt.directory),
                                "use a fresh --workdir")
-    checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
-                                defaults=default_config.get_config().to_dict(),
-                                fix="rerun with the run's config and --config overrides, "
-                                "or use a fresh --workdir")
+    _verify_resumable_config(meta, config, "use a fresh --workdir")
     tree, meta = ckpt.restore()
     logging.info("resuming after stage %d (%d experts)", meta["stages_done"], meta["num_experts"])
     return RunState(stages_done=meta["stages_done"], params=tree["params"],
@@ -149,10 +155,7 @@ def restore_progress(ckpt, config, stages_done: int, steps_done: int
     if meta["stage"] != stages_done + 1:
         raise UserError(f"{ckpt.directory} holds stage {meta['stage']}'s progress but the "
                         f"run's checkpoints end after stage {stages_done}; {fix}")
-    checkpointing.verify_config(meta, config.to_dict(), ignore=RESUMABLE_FIELDS,
-                                defaults=default_config.get_config().to_dict(),
-                                fix=f"rerun with the run's config and --config overrides, "
-                                f"or {fix}")
+    _verify_resumable_config(meta, config, fix)
     try:
         tree, meta = ckpt.restore()
     except checkpointing.CorruptCheckpointError as e:
