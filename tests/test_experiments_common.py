@@ -126,3 +126,41 @@ def test_curves_pool_an_earlier_reports_points_the_workdir_lacks(tmp_path):
     refused = _curves_report(tmp_path / "other", tmp_path / "old" / "lc.json")
     assert refused.returncode != 0 and "another protocol" in refused.stderr
     assert not (tmp_path / "other" / "lc.json").exists()
+
+
+# --- step_budget.py: the same table at several steps per stage ------------------------
+
+def _table(final_acc, new_task_acc, evaluation=EVALUATION):
+    return {"evaluation": evaluation, "methods": [{
+        "method": "ours", "seeds": list(range(len(final_acc))), "final_acc": final_acc,
+        "final_bwt": [-1.0] * len(final_acc),
+        "per_stage": [{"new_task_acc_mean": m, "new_task_acc_std": 0.1}
+                      for m in new_task_acc]}]}
+
+
+def test_step_budget_rows_match_a_direct_computation():
+    import numpy as np
+    import step_budget
+
+    small, large = [88.0, 87.0, 91.0], [90.0, 94.0, 93.0]
+    rows = step_budget.budget_rows(
+        {10000: _table(large, [1.0, 0.9]), 5000: _table(small, [0.95, 0.8])}, ["ours"])
+    first, second = rows["ours"]
+    assert (first["steps"], second["steps"]) == (5000, 10000)  # sorted by budget
+    assert first["acc_change"] is None
+    assert second["acc"] == pytest.approx((np.mean(large), np.std(large, ddof=1)))
+    assert second["acc_change"] == pytest.approx(np.mean(large) - np.mean(small))
+    stderr = np.sqrt(np.var(large, ddof=1) / 3 + np.var(small, ddof=1) / 3)
+    assert second["acc_change_stderr"] == pytest.approx(stderr)
+    assert [m for m, _ in first["new_tasks"]] == pytest.approx([95.0, 80.0])
+    assert "| ours | 10,000 | 3 |" in step_budget.markdown(rows, "protocol")
+
+
+def test_step_budget_refuses_other_protocols_and_missing_rows():
+    import step_budget
+
+    other = _table([90.0], [1.0], {**EVALUATION, "protocol": "metaworld_plus"})
+    with pytest.raises(ValueError, match="different protocols"):
+        step_budget.budget_rows({5000: _table([90.0], [1.0]), 10000: other}, ["ours"])
+    with pytest.raises(ValueError, match="'replay_only' is not in the 5000-step table"):
+        step_budget.budget_rows({5000: _table([90.0], [1.0])}, ["replay_only"])
