@@ -27,8 +27,10 @@ _OUT = flags.DEFINE_string("out", "experiments/results/table2_step_budget", "out
 
 
 def _mean_std(values) -> tuple[float, float]:
-    values = np.asarray(values, float)
-    return float(values.mean()), (float(values.std(ddof=1)) if values.size > 1 else math.nan)
+    """(mean, sample std; NaN for one seed), in the units of `values`."""
+    from cpd_jax.evaluation.report import sample_std
+
+    return float(np.mean(values)), sample_std(values)
 
 
 def budget_rows(tables: dict[int, dict], methods: list[str]) -> dict:
