@@ -116,6 +116,12 @@ def _check_heads(config) -> None:
     if top_k > experts:
         raise UserError(f"student.top_k={top_k} is more than student.num_experts={experts}; "
                         "lower --config.student.top_k")
+    if get_field(config, "student.task_film") and get_field(
+            config, "student.task_context") == "none":
+        raise UserError("student.task_film=True modulates the layers with the task context, "
+                        "but student.task_context='none' gives none: set "
+                        "--config.student.task_context=onehot or --config.student.task_film="
+                        "False")
 
 
 def split_stages(tasks, stage_sizes) -> list[tuple[str, ...]]:

@@ -39,6 +39,7 @@ ISOLATED = "cpd_jax/configs/mt25_5stage_cpu_isolated.py"
 UNIFORM = "--config.distill.sampling=episode"  # the paper's draws: uniform over episodes
 TOP2 = "--config.student.top_k=2"  # each token to its 2 best experts (the top-k ablation)
 TRAINABLE_BACKBONE = "--config.continual.backbone=trainable"  # shared layers train every stage
+FILM = "--config.student.task_film=True"  # per-task FiLM of every layer norm's output
 # Rows of the table beyond the methods: name -> (method, config file or None for
 # --config, config overrides). The paper's three ablations are "ours" with one flag
 # changed; ours_isolated is ours with the extensions of mt25_5stage_cpu_isolated.py;
@@ -46,7 +47,8 @@ TRAINABLE_BACKBONE = "--config.continual.backbone=trainable"  # shared layers tr
 # instead of the CPU config's task-balanced draws; "_top2" rows route each token to its
 # two best experts (Switch routing is top-1), every method alike so that they compare;
 # "_trainable_backbone" trains the shared layers at every stage (as no_shared_frozen);
-# "_feature_anchor" does too, and keeps old tasks' MoE inputs where they were.
+# "_feature_anchor" does too, and keeps old tasks' MoE inputs where they were; "_film"
+# rows give the student a per-task FiLM (student.task_film), every method alike.
 VARIANTS = {
     "no_te": ("ours", None, ["--config.student.task_context=none"]),
     "no_shared_frozen": ("ours", None, [TRAINABLE_BACKBONE]),
@@ -65,6 +67,9 @@ VARIANTS = {
     "ours_isolated_uniform_feature_anchor": (
         "ours", ISOLATED, [UNIFORM, TRAINABLE_BACKBONE,
                            "--config.continual.feature_anchor_coef=1.0"]),
+    "ours_isolated_uniform_film": ("ours", ISOLATED, [UNIFORM, FILM]),
+    "replay_only_uniform_film": ("replay_only", None, [UNIFORM, FILM]),
+    "independent_film": ("independent", None, [FILM]),
 }
 
 

@@ -119,3 +119,12 @@ def test_non_finite_loss_is_a_user_error_naming_the_fix():
     nan_step = lambda s, _: (s, {"loss": np.nan, "mse": np.nan, "aux_loss": 0.0})
     with pytest.raises(distillation.NonFiniteLossError, match="distill.learning_rate"):
         distillation.distill(state, nan_step, None, 5, log_every=1)
+
+
+def test_task_film_without_a_task_context_is_refused():
+    c = quickstart.get_config()
+    c.student.task_film = True
+    config_checks.check_config(c)  # one-hot context: fine
+    c.student.task_context = "none"
+    with pytest.raises(UserError, match="student.task_film=True.*task_context='none'"):
+        config_checks.check_config(c)

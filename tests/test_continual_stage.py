@@ -72,6 +72,23 @@ def test_task_context_receives_gradient_at_stage_2_while_the_backbone_is_frozen(
     assert freezing.TASK_CONTEXT in freezing.trainable_labels(5, 2)
 
 
+def test_task_film_learns_the_new_tasks_row_and_keeps_old_rows_bitwise(fake_trajectories):
+    """With student.task_film, stage 2 moves the new task's FiLM row (push) and leaves
+    the old task's (reach) and the backbone bitwise as stage 1 left them."""
+    c = _config()
+    c.student.task_film = True
+    params, num_old, source = _stage2(c, fake_trajectories, "push-v3")  # worker id 1
+    new, _ = stages.train_stage(c, get_method("ours"), params, num_old, 2, source,
+                                identity_obs_norm(), jax.random.PRNGKey(2),
+                                stage_tasks=("push-v3",))
+    before, after = (np.asarray(t["task_context"]["film_kernel"]) for t in (params, new))
+    assert np.abs(after[1] - before[1]).max() > 1e-3
+    assert after[0].tobytes() == before[0].tobytes()
+    for name in ("embed", "pos_embed", "action_head", "ln_final"):
+        for a, b in zip(jax.tree.leaves(params[name]), jax.tree.leaves(new[name])):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), name
+
+
 def _separable(task, seed, fake_trajectories):
     traj = fake_trajectories(task, n=6, t=40, seed=seed)
     traj.obs[:] += 3.0 * seed  # each task its own observation region

@@ -1,5 +1,6 @@
 """Freezing with optax: labels, schedules, and bitwise-frozen leaves across phases."""
 
+import dataclasses
 import functools
 
 import jax
@@ -206,3 +207,19 @@ def test_real_loss_step_on_expanded_student():
     # with weight decay every trainable leaf moves even without routed tokens
     # (new experts are noisy copies, so no trainable leaf is exactly zero)
     _check(params, new, fz.label_params(params, 3), fz.trainable_labels(2, 1))
+
+
+def test_frozen_rows_of_the_task_film_stay_bitwise_while_the_others_train():
+    spec = dataclasses.replace(SPEC, task_film=True)
+    x = jnp.ones((2, 4, 39 + 3))
+    params = Student(spec).init(jax.random.key(0), x, jnp.ones((2, 4), bool))["params"]
+    rows = np.array([True, False, True])  # rows 0 and 2 may train
+    opt = fz.make_optimizer(params, 0, 2, 1, LR, WD)
+    frozen = fz.frozen_mask(params, 0, fz.trainable_labels(2, 1), context_rows=rows)
+    assert frozen["task_context"]["film_kernel"].shape == (3, 1, 1, 1)
+    trained, _ = _train(params, opt, opt.init(params), jax.random.key(0), steps=3,
+                        apply=functools.partial(distillation.apply_updates, frozen=frozen))
+    for name in ("kernel", "film_kernel"):
+        before, after = (np.asarray(t["task_context"][name]) for t in (params, trained))
+        assert before[1].tobytes() == after[1].tobytes()
+        assert not np.array_equal(before[[0, 2]], after[[0, 2]])

@@ -45,6 +45,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.student.capacity_factor = 0.0  # <= 0: no token dropping (exact, batch-independent)
     c.student.action_dim = 4
     c.student.task_context = "onehot"  # "none", "onehot" or "contrastive" (§4.3)
+    # Per-task FiLM (an extension, not the paper's): the task context also scales and
+    # shifts every layer norm's output (`student.transformer.TaskContext`). With one-hot
+    # context each task's FiLM is its own row, which trains only at its task's stage, so
+    # a frozen backbone still gives new tasks capacity in every layer.
+    c.student.task_film = False
 
     c.distill = ml_collections.ConfigDict()
     c.distill.learning_rate = 1e-4  # AdamW (Table 6)

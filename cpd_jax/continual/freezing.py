@@ -164,15 +164,21 @@ def make_optimizer(params, num_old_experts: int, stage: int, phase: int, learnin
 def frozen_mask(params, num_old_experts: int, trainable: Iterable[str], context_rows=None):
     """Pytree with the structure of `params`: True where the leaf is frozen.
 
-    context_rows: optional bool[C], the rows of the task-context projection
-    (`task_context/kernel` float[C, D]) that may train; its entry is then the array
-    bool[C, 1] (True = frozen row) instead of one bool, so that e.g. with one-hot context
-    only the rows of this stage's tasks move. Ignored when the label is frozen anyway.
+    context_rows: optional bool[C], the rows of the task-context projection that may
+    train (`task_context/kernel` float[C, D] and, with a task FiLM,
+    `task_context/film_kernel` float[C, S, 2, D]); each such entry is then the array
+    bool[C, 1, ...] (True = frozen row, broadcast over the leaf's other axes) instead of
+    one bool, so that e.g. with one-hot context only the rows of this stage's tasks
+    move. Ignored when the label is frozen anyway.
     """
     trainable = frozenset(trainable)
     flat = traverse_util.flatten_dict(label_params(params, num_old_experts))
     mask = {p: lab not in trainable for p, lab in flat.items()}
-    kernel = (TASK_CONTEXT_KEY, "kernel")
-    if context_rows is not None and kernel in mask and not mask[kernel]:
-        mask[kernel] = ~np.asarray(context_rows, bool)[:, None]
+    if context_rows is not None:
+        leaves = traverse_util.flatten_dict(params)
+        frozen_rows = ~np.asarray(context_rows, bool)
+        for path in mask:
+            if path[0] == TASK_CONTEXT_KEY and not mask[path]:
+                ndim = np.ndim(leaves[path])
+                mask[path] = frozen_rows.reshape((-1,) + (1,) * (ndim - 1))
     return traverse_util.unflatten_dict(mask)

@@ -30,6 +30,7 @@ class StudentSpec:
     seq_len: int = 20
     action_dim: int = 4
     capacity_factor: float = 0.0
+    task_film: bool = False  # per-task FiLM of every layer norm's output (`TaskContext`)
 
     @classmethod
     def from_config(cls, config) -> "StudentSpec":
@@ -47,16 +48,63 @@ def attention_mask(valid: jax.Array) -> jax.Array:
     return allowed[:, None]
 
 
+def film(h: jax.Array, scale_shift: jax.Array | None) -> jax.Array:
+    """h * (1 + scale) + shift; h float[..., D], scale_shift float[..., 2, D] or None
+    (identity). The `1 +` makes a zero FiLM row the identity."""
+    if scale_shift is None:
+        return h
+    return h * (1.0 + scale_shift[..., 0, :]) + scale_shift[..., 1, :]
+
+
+def film_sites(num_blocks: int) -> int:
+    """Layer norms that a task FiLM modulates: 2 per block (before attention and before
+    the MoE) and the final one (before the action head)."""
+    return 2 * num_blocks + 1
+
+
+class TaskContext(nn.Module):
+    """The task-context projection (params subtree `TASK_CONTEXT`).
+
+    Maps context float[B, L, C] to (bias float[B, L, dim] added to the observation
+    embedding, FiLM float[B, L, sites, 2, dim] or None). `kernel` float[C, dim] is the
+    Dense of the paper's task embedding. With `film`, `film_kernel` float[C, sites, 2,
+    dim] (zero-initialised, so a task's FiLM starts as the identity) gives each layer
+    norm's output a per-task scale and shift (Perez et al. 2018). Both kernels are
+    linear in the context without bias, so with one-hot context row c is task c's own
+    parameters: the stage loop trains the rows of a stage's tasks and keeps old tasks'
+    rows as their stage left them (`continual.stages.context_rows`), which gives a new
+    task per-task capacity in every layer while a frozen backbone keeps old tasks
+    exactly where they were.
+    """
+
+    dim: int
+    film_sites: int = 0
+
+    @nn.compact
+    def __call__(self, context):
+        c = context.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (c, self.dim))
+        bias = context @ kernel
+        if not self.film_sites:
+            return bias, None
+        film_kernel = self.param("film_kernel", nn.initializers.zeros,
+                                 (c, self.film_sites, 2, self.dim))
+        return bias, jnp.einsum("blc,csxd->blsxd", context, film_kernel)
+
+
 class Block(nn.Module):
     spec: StudentSpec
 
     @nn.compact
-    def __call__(self, x, mask, valid):
+    def __call__(self, x, mask, valid, task_film=None):
+        """task_film: float[B, L, 2, 2, dim] (before attention, before the MoE) or None."""
         s = self.spec
-        h = nn.LayerNorm(name="ln_attn")(x)
+        film_attn, film_moe = (None, None) if task_film is None else (
+            task_film[:, :, 0], task_film[:, :, 1])
+        h = film(nn.LayerNorm(name="ln_attn")(x), film_attn)
         x = x + nn.MultiHeadDotProductAttention(
             num_heads=s.num_heads, qkv_features=s.dim, name="attn")(h, h, mask=mask)
-        h = nn.LayerNorm(name="ln_moe")(x)
+        h = film(nn.LayerNorm(name="ln_moe")(x), film_moe)
         b, length, d = h.shape
         y, routing, aux = MoE(num_experts=s.num_experts, hidden=s.mlp_multiplier * s.dim,
                               top_k=s.top_k, capacity_factor=s.capacity_factor,
@@ -77,7 +125,9 @@ class Student(nn.Module):
     concatenated features, but split so that the task-context rows are their own
     subtree, which stays trainable while the backbone (`embed`, ...) is frozen (§4.5:
     "updates are restricted to the MoE layers and the Task Embedding module"). Otherwise
-    the rows of tasks introduced after stage 1 would never receive a gradient.
+    the rows of tasks introduced after stage 1 would never receive a gradient. With
+    `spec.task_film` (an extension, not the paper's) the task context also scales and
+    shifts the output of every layer norm (`TaskContext`).
     """
 
     spec: StudentSpec
@@ -89,19 +139,25 @@ class Student(nn.Module):
         if length > s.seq_len:
             raise ValueError(f"window of {length} steps > seq_len {s.seq_len}")
         x = nn.Dense(s.dim, name="embed")(inputs[..., :OBS_DIM])
+        task_film = None
         if inputs.shape[-1] > OBS_DIM:
-            x = x + nn.Dense(s.dim, use_bias=False, name=TASK_CONTEXT)(inputs[..., OBS_DIM:])
+            bias, task_film = TaskContext(
+                s.dim, film_sites(s.num_blocks) if s.task_film else 0,
+                name=TASK_CONTEXT)(inputs[..., OBS_DIM:])
+            x = x + bias
         pos = self.param("pos_embed", nn.initializers.normal(0.02), (s.seq_len, s.dim))
         x = x + pos[:length]
         mask = attention_mask(valid)
         aux_losses, indices, probs, moe_inputs = [], [], [], []
         for i in range(s.num_blocks):
-            x, routing, aux, h = Block(s, name=f"block_{i}")(x, mask, valid)
+            x, routing, aux, h = Block(s, name=f"block_{i}")(
+                x, mask, valid, None if task_film is None else task_film[:, :, 2 * i:2 * i + 2])
             aux_losses.append(aux)
             indices.append(routing.expert_index)
             probs.append(routing.router_probs)
             moe_inputs.append(h)
-        x = nn.LayerNorm(name="ln_final")(x)
+        x = film(nn.LayerNorm(name="ln_final")(x),
+                 None if task_film is None else task_film[:, :, -1])
         actions = nn.Dense(s.action_dim, name="action_head")(x)
         return actions, {"aux_loss": jnp.mean(jnp.stack(aux_losses)),
                          "expert_index": jnp.stack(indices), "router_probs": jnp.stack(probs),
