@@ -49,15 +49,22 @@ def test_aux_lambda_at_step_k_of_a_stage_is_the_table_6_formula(fake_trajectorie
         assert m["aux_coef"] == pytest.approx(max(0.01 - 1e-3 * k, 1e-4), rel=1e-6)
 
 
+def _train_push_at_stage_2(c, fake_trajectories):
+    """(stage-2 params before, after) "ours" trains stage 2 on push-v3 (one-hot worker
+    id 1; reach-v3, id 0, is the older task)."""
+    params, num_old, source = _stage2(c, fake_trajectories, "push-v3")
+    new, _ = stages.train_stage(c, get_method("ours"), params, num_old, 2, source,
+                                identity_obs_norm(), jax.random.PRNGKey(2),
+                                stage_tasks=("push-v3",))
+    return params, new
+
+
 @pytest.mark.parametrize("old_task_context", ["frozen", "trainable"])
 def test_task_context_receives_gradient_at_stage_2_while_the_backbone_is_frozen(
         fake_trajectories, old_task_context):
     c = _config()
     c.continual.old_task_context = old_task_context
-    params, num_old, source = _stage2(c, fake_trajectories, "push-v3")  # worker id 1
-    new, _ = stages.train_stage(c, get_method("ours"), params, num_old, 2, source,
-                                identity_obs_norm(), jax.random.PRNGKey(2),
-                                stage_tasks=("push-v3",))
+    params, new = _train_push_at_stage_2(c, fake_trajectories)
     ctx_before, ctx_after = params["task_context"]["kernel"], new["task_context"]["kernel"]
     assert np.abs(np.asarray(ctx_after[1] - ctx_before[1])).max() > 1e-3  # push learned
     if old_task_context == "frozen":  # reach (an older task's row): bitwise unchanged
@@ -77,10 +84,7 @@ def test_task_film_learns_the_new_tasks_row_and_keeps_old_rows_bitwise(fake_traj
     the old task's (reach) and the backbone bitwise as stage 1 left them."""
     c = _config()
     c.student.task_film = True
-    params, num_old, source = _stage2(c, fake_trajectories, "push-v3")  # worker id 1
-    new, _ = stages.train_stage(c, get_method("ours"), params, num_old, 2, source,
-                                identity_obs_norm(), jax.random.PRNGKey(2),
-                                stage_tasks=("push-v3",))
+    params, new = _train_push_at_stage_2(c, fake_trajectories)
     before, after = (np.asarray(t["task_context"]["film_kernel"]) for t in (params, new))
     assert np.abs(after[1] - before[1]).max() > 1e-3
     assert after[0].tobytes() == before[0].tobytes()
