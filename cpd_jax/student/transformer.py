@@ -67,9 +67,9 @@ class TaskContext(nn.Module):
 
     Maps context float[B, L, C] to (bias float[B, L, dim] added to the observation
     embedding, FiLM float[B, L, sites, 2, dim] or None). `kernel` float[C, dim] is the
-    Dense of the paper's task embedding. With `film`, `film_kernel` float[C, sites, 2,
-    dim] (zero-initialised, so a task's FiLM starts as the identity) gives each layer
-    norm's output a per-task scale and shift (Perez et al. 2018). Both kernels are
+    Dense of the paper's task embedding. With `film_sites` > 0, `film_kernel` float[C,
+    sites, 2, dim] (zero-initialised, so a task's FiLM starts as the identity) gives each
+    layer norm's output a per-task scale and shift (Perez et al. 2018). Both kernels are
     linear in the context without bias, so with one-hot context row c is task c's own
     parameters: the stage loop trains the rows of a stage's tasks and keeps old tasks'
     rows as their stage left them (`continual.stages.context_rows`), which gives a new
@@ -96,11 +96,10 @@ class Block(nn.Module):
     spec: StudentSpec
 
     @nn.compact
-    def __call__(self, x, mask, valid, task_film=None):
-        """task_film: float[B, L, 2, 2, dim] (before attention, before the MoE) or None."""
+    def __call__(self, x, mask, valid, film_attn=None, film_moe=None):
+        """film_attn, film_moe: the task FiLM float[B, L, 2, dim] of the norm before the
+        attention and before the MoE, or None."""
         s = self.spec
-        film_attn, film_moe = (None, None) if task_film is None else (
-            task_film[:, :, 0], task_film[:, :, 1])
         h = film(nn.LayerNorm(name="ln_attn")(x), film_attn)
         x = x + nn.MultiHeadDotProductAttention(
             num_heads=s.num_heads, qkv_features=s.dim, name="attn")(h, h, mask=mask)
@@ -139,25 +138,26 @@ class Student(nn.Module):
         if length > s.seq_len:
             raise ValueError(f"window of {length} steps > seq_len {s.seq_len}")
         x = nn.Dense(s.dim, name="embed")(inputs[..., :OBS_DIM])
-        task_film = None
+        sites = film_sites(s.num_blocks)
+        films = [None] * sites  # one per layer norm, in order; None = no FiLM
         if inputs.shape[-1] > OBS_DIM:
-            bias, task_film = TaskContext(
-                s.dim, film_sites(s.num_blocks) if s.task_film else 0,
-                name=TASK_CONTEXT)(inputs[..., OBS_DIM:])
+            bias, task_film = TaskContext(s.dim, sites if s.task_film else 0,
+                                          name=TASK_CONTEXT)(inputs[..., OBS_DIM:])
             x = x + bias
+            if task_film is not None:
+                films = [task_film[:, :, k] for k in range(sites)]
         pos = self.param("pos_embed", nn.initializers.normal(0.02), (s.seq_len, s.dim))
         x = x + pos[:length]
         mask = attention_mask(valid)
         aux_losses, indices, probs, moe_inputs = [], [], [], []
         for i in range(s.num_blocks):
             x, routing, aux, h = Block(s, name=f"block_{i}")(
-                x, mask, valid, None if task_film is None else task_film[:, :, 2 * i:2 * i + 2])
+                x, mask, valid, films[2 * i], films[2 * i + 1])
             aux_losses.append(aux)
             indices.append(routing.expert_index)
             probs.append(routing.router_probs)
             moe_inputs.append(h)
-        x = film(nn.LayerNorm(name="ln_final")(x),
-                 None if task_film is None else task_film[:, :, -1])
+        x = film(nn.LayerNorm(name="ln_final")(x), films[-1])
         actions = nn.Dense(s.action_dim, name="action_head")(x)
         return actions, {"aux_loss": jnp.mean(jnp.stack(aux_losses)),
                          "expert_index": jnp.stack(indices), "router_probs": jnp.stack(probs),
